@@ -1,0 +1,88 @@
+"""Opening the store: an engine with the right settings, migrated to the newest schema."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from assay.errors import StoreError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers (assay show, assay serve) never block the experiment's one writer.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across process crashes in WAL mode, which is what resume needs.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL mode and their folder is created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:")
+        if not in_memory:
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(
+                    f"Cannot create the folder of the store {database!r}: {error}. "
+                    "Set ASSAY_HOME or ASSAY_DATABASE_URL to a writable place."
+                ) from error
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            # One shared connection is the only way an in-memory database outlives a call.
+            poolclass=StaticPool if in_memory else None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (once per engine URL per process)."""
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _migrated and not key.endswith(":memory:"):
+        return
+    with _migrate_lock, engine.begin() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current != head_revision():
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            try:
+                command.upgrade(config, "head")
+            except Exception as error:  # any driver error; say which store failed
+                raise StoreError(
+                    f"Cannot migrate the store at {engine.url.render_as_string()}: {error}"
+                ) from error
+    _migrated.add(key)

@@ -1,0 +1,229 @@
+"""The schema, in SQLAlchemy Core. Column names live here and nowhere else.
+
+Portable across SQLite and PostgreSQL: string UUID keys, ``JSON`` columns, timezone-aware
+timestamps, and partial indexes declared for both dialects. Alembic migrations in
+``migrations/versions`` create exactly these tables; a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("current_version", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    # Soft-deleted datasets keep their rows, so the name is unique among live ones only.
+    Index(
+        "uq_datasets_live_name",
+        "project_id",
+        "name",
+        unique=True,
+        sqlite_where=text("deleted_at IS NULL"),
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
+)
+
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("dataset_id", String(36), ForeignKey("datasets.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per record per content: a record whose input or expected output changes gets
+# a new row valid from the new version, and its old row is closed (``version_to``). Any
+# past version V is the rows with version_from <= V < version_to (or version_to NULL).
+dataset_records = Table(
+    "dataset_records",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", String(36), ForeignKey("datasets.id"), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("version_from", Integer, nullable=False),
+    Column("version_to", Integer, nullable=True),
+    Column("input", JSON, nullable=True),
+    Column("expected_output", JSON, nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("canonical_id", String(64), nullable=True),
+    Index("ix_dataset_records_version", "dataset_id", "version_from", "version_to"),
+    Index("ix_dataset_records_record", "dataset_id", "record_id"),
+    Index("ix_dataset_records_hash", "dataset_id", "content_hash"),
+)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("dataset_id", String(36), ForeignKey("datasets.id"), nullable=False),
+    Column("dataset_version", Integer, nullable=False),
+    Column("name", String(400), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("config", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("run_count", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("parent_experiment_id", String(36), ForeignKey("experiments.id"), nullable=True),
+    Column("task_name", String(400), nullable=False, default=""),
+    Column("evaluator_names", JSON, nullable=False),
+    Column("summary_evaluator_names", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_experiments_name", "project_id", "name"),
+    Index("ix_experiments_created", "created_at"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("run_iteration", Integer, nullable=False),
+    UniqueConstraint("experiment_id", "run_iteration", name="uq_runs_iteration"),
+)
+
+# The root span of each task call is one *row* (record x run). Child spans (LLM calls,
+# tools) share the table, with ``parent_id`` set; only roots are unique per pair, which
+# is what makes "every (record, run) exactly once" a constraint and not a hope.
+spans = Table(
+    "spans",
+    metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("run_iteration", Integer, nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("span_id", String(32), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("parent_id", String(32), nullable=True),
+    Column("name", String(400), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("duration_ns", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("input", JSON, nullable=True),
+    Column("output", JSON, nullable=True),
+    Column("expected_output", JSON, nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("error_type", String(400), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_stack", Text, nullable=True),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=True),
+    Column("output_tokens", BigInteger, nullable=True),
+    Column("total_tokens", BigInteger, nullable=True),
+    Column("estimated_total_cost", BigInteger, nullable=True),
+    Index(
+        "uq_spans_row",
+        "experiment_id",
+        "run_iteration",
+        "record_id",
+        unique=True,
+        sqlite_where=text("parent_id IS NULL"),
+        postgresql_where=text("parent_id IS NULL"),
+    ),
+    Index("ix_spans_span_id", "experiment_id", "span_id"),
+    Index("ix_spans_trace", "trace_id"),
+)
+
+# Typed value columns, one per metric type, so that queries compare numbers as numbers
+# and labels as labels. ``raw_value`` keeps the evaluator's value as returned when the
+# typed column alone cannot give it back (a list, a number-like label).
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("run_iteration", Integer, nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("span_id", String(32), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("metric_type", String(16), nullable=False),
+    Column("score_value", Float, nullable=True),
+    Column("categorical_value", Text, nullable=True),
+    Column("boolean_value", Boolean, nullable=True),
+    Column("json_value", JSON, nullable=True),
+    Column("raw_value", JSON, nullable=True),
+    Column("reasoning", Text, nullable=True),
+    Column("assessment", String(16), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("tags", JSON, nullable=True),
+    Column("error_type", String(400), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_stack", Text, nullable=True),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Index("ix_evaluations_record", "experiment_id", "label", "record_id"),
+    Index("ix_evaluations_span", "experiment_id", "span_id"),
+)
+
+summary_evaluations = Table(
+    "summary_evaluations",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("run_iteration", Integer, nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("metric_type", String(16), nullable=False),
+    Column("score_value", Float, nullable=True),
+    Column("categorical_value", Text, nullable=True),
+    Column("boolean_value", Boolean, nullable=True),
+    Column("json_value", JSON, nullable=True),
+    Column("raw_value", JSON, nullable=True),
+    Column("reasoning", Text, nullable=True),
+    Column("assessment", String(16), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("tags", JSON, nullable=True),
+    Column("error_type", String(400), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_stack", Text, nullable=True),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Index("ix_summary_evaluations_run", "experiment_id", "run_iteration"),
+)
