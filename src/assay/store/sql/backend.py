@@ -1,0 +1,438 @@
+"""``SqlBackend``: the backend interface over SQLAlchemy (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy.engine import make_url
+
+from assay.errors import ExperimentNotFoundError
+from assay.store.records import (
+    DatasetInfo,
+    DatasetVersionInfo,
+    ErrorInfo,
+    EvaluationRecord,
+    ExperimentFilter,
+    ExperimentInfo,
+    ExperimentSpec,
+    ExperimentStatus,
+    ProjectInfo,
+    RecordInsert,
+    RecordUpdate,
+    RowRecord,
+    RunInfo,
+    StoredRecord,
+    SummaryEvaluationRecord,
+)
+from assay.store.sql import datasets as dataset_store
+from assay.store.sql.engine import migrate, open_engine
+from assay.store.sql.tables import evaluations as evaluation_table
+from assay.store.sql.tables import runs as run_table
+from assay.store.sql.tables import (
+    experiments,
+    projects,
+    spans,
+)
+from assay.store.sql.tables import summary_evaluations as summary_table
+from assay.store.sql.values import evaluation_columns, evaluation_from_columns
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns; they are UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class SqlBackend:
+    """Everything stored in one SQL database reached through SQLAlchemy."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine if engine is not None else open_engine(url)
+        migrate(self.engine)
+
+    @property
+    def location(self) -> str:
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "sqlite":
+            return parsed.database or ":memory:"
+        return parsed.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Projects -------------------------------------------------------------------------
+
+    def ensure_project(self, name: str, description: str = "") -> ProjectInfo:
+        found = self.find_project(name)
+        if found is not None:
+            return found
+        project_id = str(uuid.uuid4())
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(projects).values(
+                    id=project_id, name=name, description=description, created_at=_now()
+                )
+            )
+        return ProjectInfo(id=project_id, name=name, description=description)
+
+    def find_project(self, name: str) -> ProjectInfo | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(projects).where(projects.c.name == name)).first()
+        return ProjectInfo(id=row.id, name=row.name, description=row.description) if row else None
+
+    # Datasets -------------------------------------------------------------------------
+
+    def create_dataset(self, project_id: str, name: str, description: str = "") -> DatasetInfo:
+        return dataset_store.create_dataset(self.engine, project_id, name, description)
+
+    def find_dataset(self, project_id: str, name: str) -> DatasetInfo | None:
+        return dataset_store.find_dataset(self.engine, project_id, name)
+
+    def get_dataset(self, dataset_id: str) -> DatasetInfo:
+        return dataset_store.get_dataset(self.engine, dataset_id)
+
+    def list_datasets(self, project_id: str | None = None) -> list[DatasetInfo]:
+        return dataset_store.list_datasets(self.engine, project_id)
+
+    def update_dataset_records(
+        self,
+        dataset_id: str,
+        *,
+        inserts: Sequence[RecordInsert] = (),
+        updates: Sequence[RecordUpdate] = (),
+        deletes: Sequence[str] = (),
+        deduplicate: bool = True,
+        create_new_version: bool = True,
+    ) -> int:
+        return dataset_store.update_dataset_records(
+            self.engine,
+            dataset_id,
+            inserts=inserts,
+            updates=updates,
+            deletes=deletes,
+            deduplicate=deduplicate,
+            create_new_version=create_new_version,
+        )
+
+    def dataset_records(
+        self, dataset_id: str, *, version: int | None = None, tags: Sequence[str] = ()
+    ) -> list[StoredRecord]:
+        return dataset_store.dataset_records(self.engine, dataset_id, version=version, tags=tags)
+
+    def dataset_versions(self, dataset_id: str) -> list[DatasetVersionInfo]:
+        return dataset_store.dataset_versions(self.engine, dataset_id)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        dataset_store.delete_dataset(self.engine, dataset_id)
+
+    # Experiments ----------------------------------------------------------------------
+
+    def create_experiment(self, spec: ExperimentSpec, runs: Sequence[RunInfo]) -> ExperimentInfo:
+        experiment_id = str(uuid.uuid4())
+        now = _now()
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(experiments).values(
+                    id=experiment_id,
+                    project_id=spec.project_id,
+                    dataset_id=spec.dataset_id,
+                    dataset_version=spec.dataset_version,
+                    name=spec.name,
+                    description=spec.description,
+                    config=spec.config,
+                    tags=spec.tags,
+                    run_count=spec.run_count,
+                    status="created",
+                    error=None,
+                    parent_experiment_id=spec.parent_experiment_id,
+                    task_name=spec.task_name,
+                    evaluator_names=list(spec.evaluator_names),
+                    summary_evaluator_names=list(spec.summary_evaluator_names),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if runs:
+                connection.execute(
+                    insert(run_table),
+                    [
+                        {
+                            "run_id": run.run_id,
+                            "experiment_id": experiment_id,
+                            "run_iteration": run.run_iteration,
+                        }
+                        for run in runs
+                    ],
+                )
+        return self.get_experiment(experiment_id)
+
+    def set_experiment_status(
+        self, experiment_id: str, status: ExperimentStatus, error: str | None = None
+    ) -> None:
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                update(experiments)
+                .where(experiments.c.id == experiment_id)
+                .values(status=status, error=error, updated_at=_now())
+            )
+        if result.rowcount == 0:
+            raise ExperimentNotFoundError(f"No experiment with id {experiment_id!r}")
+
+    def _experiment_query(self) -> Any:
+        from assay.store.sql.tables import datasets
+
+        return (
+            select(
+                experiments,
+                projects.c.name.label("project_name"),
+                datasets.c.name.label("dataset_name"),
+            )
+            .join(projects, projects.c.id == experiments.c.project_id)
+            .join(datasets, datasets.c.id == experiments.c.dataset_id)
+        )
+
+    def _experiment_infos(self, where: Any, *, limit: int | None = None) -> list[ExperimentInfo]:
+        query = self._experiment_query().where(where)
+        query = query.order_by(experiments.c.created_at.desc(), experiments.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+            run_rows = (
+                connection.execute(
+                    select(run_table)
+                    .where(run_table.c.experiment_id.in_([row.id for row in rows]))
+                    .order_by(run_table.c.run_iteration)
+                ).all()
+                if rows
+                else []
+            )
+        runs_by_experiment: dict[str, list[RunInfo]] = defaultdict(list)
+        for run in run_rows:
+            runs_by_experiment[run.experiment_id].append(
+                RunInfo(run_id=run.run_id, run_iteration=run.run_iteration)
+            )
+        return [
+            ExperimentInfo(
+                id=row.id,
+                project_id=row.project_id,
+                project_name=row.project_name,
+                dataset_id=row.dataset_id,
+                dataset_name=row.dataset_name,
+                dataset_version=row.dataset_version,
+                name=row.name,
+                description=row.description,
+                config=row.config,
+                tags=row.tags,
+                run_count=row.run_count,
+                status=row.status,
+                error=row.error,
+                parent_experiment_id=row.parent_experiment_id,
+                task_name=row.task_name,
+                evaluator_names=tuple(row.evaluator_names),
+                summary_evaluator_names=tuple(row.summary_evaluator_names),
+                runs=tuple(runs_by_experiment[row.id]),
+                created_at=_aware(row.created_at),
+                updated_at=_aware(row.updated_at),
+            )
+            for row in rows
+        ]
+
+    def get_experiment(self, experiment_id: str) -> ExperimentInfo:
+        found = self._experiment_infos(experiments.c.id == experiment_id)
+        if not found:
+            raise ExperimentNotFoundError(
+                f"No experiment with id {experiment_id!r}; `assay experiments list` shows them"
+            )
+        return found[0]
+
+    def resolve_experiment(self, reference: str) -> ExperimentInfo:
+        reference = reference.strip()
+        by_id = self._experiment_infos(experiments.c.id == reference)
+        if by_id:
+            return by_id[0]
+        if len(reference) >= 4:
+            by_prefix = self._experiment_infos(experiments.c.id.startswith(reference, autoescape=True))
+            if len(by_prefix) == 1:
+                return by_prefix[0]
+            if len(by_prefix) > 1:
+                raise ExperimentNotFoundError(
+                    f"Experiment id prefix {reference!r} matches {len(by_prefix)} experiments; "
+                    "give more characters of the id"
+                )
+        by_name = self._experiment_infos(experiments.c.name == reference, limit=1)
+        if by_name:
+            return by_name[0]
+        raise ExperimentNotFoundError(
+            f"No experiment with id, id prefix or name {reference!r}; "
+            "`assay experiments list` shows them"
+        )
+
+    def list_experiments(self, where: ExperimentFilter | None = None) -> list[ExperimentInfo]:
+        where = where or ExperimentFilter()
+        conditions: list[Any] = []
+        if where.name is not None:
+            conditions.append(experiments.c.name == where.name)
+        if where.project_id is not None:
+            conditions.append(experiments.c.project_id == where.project_id)
+        if where.dataset_id is not None:
+            conditions.append(experiments.c.dataset_id == where.dataset_id)
+        if where.status is not None:
+            conditions.append(experiments.c.status == where.status)
+        if where.parent_experiment_ids:
+            conditions.append(
+                experiments.c.parent_experiment_id.in_(list(where.parent_experiment_ids))
+            )
+        # Tag containment is checked in Python: JSON operators differ between dialects,
+        # and the candidate set is already narrowed by the indexed conditions above.
+        found = self._experiment_infos(
+            and_(True, *conditions), limit=None if where.tags else where.limit
+        )
+        if where.tags:
+            found = [
+                info
+                for info in found
+                if all(info.tags.get(key) == value for key, value in where.tags.items())
+            ][: where.limit]
+        return found
+
+    def write_rows(self, rows: Sequence[RowRecord]) -> None:
+        if not rows:
+            return
+        span_values: list[dict[str, Any]] = []
+        evaluation_values: list[dict[str, Any]] = []
+        for row in rows:
+            error = row.error
+            span_values.append(
+                {
+                    "experiment_id": row.experiment_id,
+                    "run_iteration": row.run_iteration,
+                    "record_id": row.record_id,
+                    "idx": row.idx,
+                    "span_id": row.span_id,
+                    "trace_id": row.trace_id,
+                    "parent_id": None,
+                    "name": row.span_name,
+                    "kind": "experiment",
+                    "start_ns": row.start_ns,
+                    "duration_ns": row.duration_ns,
+                    "status": "error" if error else "ok",
+                    "input": row.input_data,
+                    "output": row.output,
+                    "expected_output": row.expected_output,
+                    "metadata": row.record_metadata,
+                    "tags": row.tags,
+                    "error_type": error.type if error else None,
+                    "error_message": error.message if error else None,
+                    "error_stack": error.stack if error else None,
+                    "retries": row.retries,
+                }
+            )
+            for evaluation in row.evaluations:
+                values = evaluation_columns(evaluation)
+                values["experiment_id"] = row.experiment_id
+                values["run_iteration"] = row.run_iteration
+                values["record_id"] = row.record_id
+                values["span_id"] = row.span_id
+                evaluation_values.append(values)
+        with self.engine.begin() as connection:
+            connection.execute(insert(spans), span_values)
+            if evaluation_values:
+                connection.execute(insert(evaluation_table), evaluation_values)
+
+    def write_summary_evaluations(
+        self, experiment_id: str, run_iteration: int, evaluations: Sequence[EvaluationRecord]
+    ) -> None:
+        if not evaluations:
+            return
+        values = []
+        for evaluation in evaluations:
+            columns = evaluation_columns(evaluation)
+            columns["experiment_id"] = experiment_id
+            columns["run_iteration"] = run_iteration
+            values.append(columns)
+        with self.engine.begin() as connection:
+            connection.execute(insert(summary_table), values)
+
+    def experiment_rows(
+        self, experiment_id: str, *, run_iteration: int | None = None
+    ) -> list[RowRecord]:
+        span_query = select(spans).where(
+            spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None)
+        )
+        evaluation_query = select(evaluation_table).where(evaluation_table.c.experiment_id == experiment_id)
+        if run_iteration is not None:
+            span_query = span_query.where(spans.c.run_iteration == run_iteration)
+            evaluation_query = evaluation_query.where(
+                evaluation_table.c.run_iteration == run_iteration
+            )
+        span_query = span_query.order_by(spans.c.run_iteration, spans.c.idx)
+        with self.engine.connect() as connection:
+            span_rows = connection.execute(span_query).all()
+            evaluation_rows = connection.execute(evaluation_query.order_by(evaluation_table.c.pk)).all()
+        by_span: dict[str, list[EvaluationRecord]] = defaultdict(list)
+        for evaluation_row in evaluation_rows:
+            by_span[evaluation_row.span_id].append(evaluation_from_columns(evaluation_row))
+        return [
+            RowRecord(
+                experiment_id=row.experiment_id,
+                run_iteration=row.run_iteration,
+                record_id=row.record_id,
+                idx=row.idx,
+                span_id=row.span_id,
+                trace_id=row.trace_id,
+                span_name=row.name,
+                start_ns=row.start_ns,
+                duration_ns=row.duration_ns,
+                input_data=row.input,
+                output=row.output,
+                expected_output=row.expected_output,
+                record_metadata=row.metadata,
+                tags=row.tags,
+                error=(
+                    ErrorInfo(
+                        type=row.error_type,
+                        message=row.error_message or "",
+                        stack=row.error_stack or "",
+                    )
+                    if row.error_type is not None
+                    else None
+                ),
+                retries=row.retries,
+                evaluations=by_span.get(row.span_id, []),
+            )
+            for row in span_rows
+        ]
+
+    def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(summary_table)
+                .where(summary_table.c.experiment_id == experiment_id)
+                .order_by(summary_table.c.run_iteration, summary_table.c.pk)
+            ).all()
+        return [
+            SummaryEvaluationRecord(
+                run_iteration=row.run_iteration, evaluation=evaluation_from_columns(row)
+            )
+            for row in rows
+        ]
+
+    def count_rows(self, experiment_id: str) -> int:
+        """How many rows (record x run) of an experiment are stored."""
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                select(func.count())
+                .select_from(spans)
+                .where(spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None))
+            ).scalar_one()
+        return int(count)

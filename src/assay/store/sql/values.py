@@ -1,0 +1,77 @@
+"""Evaluation values in and out of their typed columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assay.store.records import JSON, ErrorInfo, EvaluationRecord, MetricType
+
+
+def evaluation_columns(evaluation: EvaluationRecord) -> dict[str, Any]:
+    """The typed columns of one evaluation (everything but its keys)."""
+    value = evaluation.value
+    metric_type = evaluation.metric_type
+    score = categorical = boolean = json_value = raw = None
+    if metric_type == "boolean":
+        boolean = bool(value)
+    elif metric_type == "score":
+        score = float(value)
+        # An int must come back an int: keep it whole when the float would lose that.
+        if isinstance(value, int):
+            raw = value
+    elif metric_type == "json":
+        json_value = value
+    elif value is not None:
+        categorical = value if isinstance(value, str) else str(value)
+        if not isinstance(value, str):
+            raw = value
+    error = evaluation.error
+    return {
+        "label": evaluation.label,
+        "metric_type": metric_type,
+        "score_value": score,
+        "categorical_value": categorical,
+        "boolean_value": boolean,
+        "json_value": json_value,
+        "raw_value": raw,
+        "reasoning": evaluation.reasoning,
+        "assessment": evaluation.assessment,
+        "metadata": evaluation.metadata,
+        "tags": evaluation.tags,
+        "error_type": error.type if error else None,
+        "error_message": error.message if error else None,
+        "error_stack": error.stack if error else None,
+        "timestamp_ms": evaluation.timestamp_ms,
+    }
+
+
+def evaluation_from_columns(row: Any) -> EvaluationRecord:
+    """The inverse of :func:`evaluation_columns`, for a result row with the same names."""
+    metric_type: MetricType = row.metric_type
+    value: JSON
+    if row.raw_value is not None:
+        value = row.raw_value
+    elif metric_type == "boolean":
+        value = row.boolean_value
+    elif metric_type == "score":
+        value = row.score_value
+    elif metric_type == "json":
+        value = row.json_value
+    else:
+        value = row.categorical_value
+    error = (
+        ErrorInfo(type=row.error_type, message=row.error_message or "", stack=row.error_stack or "")
+        if row.error_type is not None
+        else None
+    )
+    return EvaluationRecord(
+        label=row.label,
+        metric_type=metric_type,
+        value=value,
+        timestamp_ms=row.timestamp_ms,
+        reasoning=row.reasoning,
+        assessment=row.assessment,
+        metadata=row.metadata,
+        tags=row.tags,
+        error=error,
+    )
