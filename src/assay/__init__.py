@@ -1,0 +1,82 @@
+"""Assay: self-hosted LLM experiments, compatible with ``ddtrace.llmobs``.
+
+Change ``from ddtrace.llmobs import LLMObs, EvaluatorResult`` to
+``from assay import LLMObs, EvaluatorResult`` and the same script runs against a local
+store::
+
+    from assay import LLMObs
+
+    LLMObs.enable(project_name="capitals")
+    dataset = LLMObs.create_dataset(dataset_name="capitals", records=[...])
+    experiment = LLMObs.experiment(
+        name="capital-cities", task=task, dataset=dataset, evaluators=[exact_match], runs=5
+    )
+    experiment.run(jobs=4)
+    print(experiment.summary())
+"""
+
+from assay._version import __version__
+from assay.aggregation import EvaluationSummary, RecordSummary
+from assay.dataset import Dataset, DatasetRecord
+from assay.errors import (
+    AssayError,
+    DatasetError,
+    DatasetNotFoundError,
+    ExperimentError,
+    ExperimentNotFoundError,
+    NotEnabledError,
+)
+from assay.evaluation import (
+    BaseAsyncEvaluator,
+    BaseAsyncSummaryEvaluator,
+    BaseEvaluator,
+    BaseSummaryEvaluator,
+    EvaluatorContext,
+    EvaluatorResult,
+    MultiEvaluatorResult,
+    SummaryEvaluatorContext,
+)
+from assay.evaluators import (
+    JSONEvaluator,
+    LengthEvaluator,
+    RegexMatchEvaluator,
+    SemanticSimilarityEvaluator,
+    StringCheckEvaluator,
+)
+from assay.experiment import Experiment, SyncExperiment
+from assay.llmobs import ExperimentSummary, LLMObs
+from assay.results import ExperimentResult, ExperimentRowResult, ExperimentRun
+
+__all__ = [
+    "AssayError",
+    "BaseAsyncEvaluator",
+    "BaseAsyncSummaryEvaluator",
+    "BaseEvaluator",
+    "BaseSummaryEvaluator",
+    "Dataset",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetRecord",
+    "EvaluationSummary",
+    "EvaluatorContext",
+    "EvaluatorResult",
+    "Experiment",
+    "ExperimentError",
+    "ExperimentNotFoundError",
+    "ExperimentResult",
+    "ExperimentRowResult",
+    "ExperimentRun",
+    "ExperimentSummary",
+    "JSONEvaluator",
+    "LLMObs",
+    "LengthEvaluator",
+    "MultiEvaluatorResult",
+    "NotEnabledError",
+    "RecordSummary",
+    "RegexMatchEvaluator",
+    "SemanticSimilarityEvaluator",
+    "StringCheckEvaluator",
+    "SummaryEvaluatorContext",
+    "SyncExperiment",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Running an experiment: callables prepared once, workers, retries and one writer."""
