@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from assay import dataset as datasets
+from assay import loaders
 from assay.dataset import Dataset
 from assay.errors import DatasetError, DatasetNotFoundError
 from assay.store.records import ProjectInfo
@@ -409,7 +410,7 @@ def test_csv(backend: SqlBackend, project: ProjectInfo, tmp_path: Path) -> None:
     path = write(
         tmp_path / "q.csv", "\ufeffkey,question,answer,source\nk1,What?,42,wiki\nk2,Who?,me,book\n"
     )
-    made = datasets.create_dataset_from_csv(
+    made = loaders.create_dataset_from_csv(
         backend,
         project,
         path,
@@ -435,7 +436,7 @@ def test_csv_expected_output_is_always_a_dict_and_delimiter(
     backend: SqlBackend, project: ProjectInfo, tmp_path: Path
 ) -> None:
     path = write(tmp_path / "q.tsv", "a\tb\n1\t2\n")
-    made = datasets.create_dataset_from_csv(
+    made = loaders.create_dataset_from_csv(
         backend, project, path, "t", ["a", "b"], csv_delimiter="\t"
     )
     assert made[0]["input_data"] == {"a": "1", "b": "2"}
@@ -445,7 +446,7 @@ def test_csv_expected_output_is_always_a_dict_and_delimiter(
 def test_csv_large_fields(backend: SqlBackend, project: ProjectInfo, tmp_path: Path) -> None:
     big = "x" * 500_000
     path = write(tmp_path / "big.csv", f"doc\n{big}\n")
-    made = datasets.create_dataset_from_csv(backend, project, path, "big", ["doc"])
+    made = loaders.create_dataset_from_csv(backend, project, path, "big", ["doc"])
     assert made[0]["input_data"] == {"doc": big}
 
 
@@ -454,7 +455,7 @@ def test_csv_missing_columns_names_them_and_the_present_ones(
 ) -> None:
     path = write(tmp_path / "q.csv", "question,answer\nWhat?,42\n")
     with pytest.raises(ValueError, match=r"'answr', 'id' not found.*'question', 'answer'"):
-        datasets.create_dataset_from_csv(
+        loaders.create_dataset_from_csv(
             backend,
             project,
             path,
@@ -468,11 +469,9 @@ def test_csv_missing_columns_names_them_and_the_present_ones(
 
 def test_csv_without_header(backend: SqlBackend, project: ProjectInfo, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no header row"):
-        datasets.create_dataset_from_csv(
-            backend, project, write(tmp_path / "e.csv", ""), "e", ["a"]
-        )
+        loaders.create_dataset_from_csv(backend, project, write(tmp_path / "e.csv", ""), "e", ["a"])
     with pytest.raises(ValueError, match="input_data_columns is empty"):
-        datasets.create_dataset_from_csv(
+        loaders.create_dataset_from_csv(
             backend, project, write(tmp_path / "f.csv", "a\n1\n"), "f", []
         )
 
@@ -482,12 +481,12 @@ def test_csv_bad_id_names_the_line(
 ) -> None:
     path = write(tmp_path / "q.csv", "id,q\na,1\na,2\n")
     with pytest.raises(DatasetError, match=r"Line 3 of .*'a' appears twice"):
-        datasets.create_dataset_from_csv(backend, project, path, "qa", ["q"], id_column="id")
+        loaders.create_dataset_from_csv(backend, project, path, "qa", ["q"], id_column="id")
 
 
 def test_jsonl(backend: SqlBackend, project: ProjectInfo, tmp_path: Path) -> None:
     lines = [json.dumps(record) for record in CAPITALS]
-    made = datasets.create_dataset_from_jsonl(
+    made = loaders.create_dataset_from_jsonl(
         backend, project, write(tmp_path / "r.jsonl", "\n".join(lines) + "\n\n"), "j"
     )
     assert contents(made) == [
@@ -511,7 +510,7 @@ def test_jsonl_errors_name_the_line(
     backend: SqlBackend, project: ProjectInfo, tmp_path: Path, text: str, message: str
 ) -> None:
     with pytest.raises(DatasetError, match=message):
-        datasets.create_dataset_from_jsonl(backend, project, write(tmp_path / "r.jsonl", text), "j")
+        loaders.create_dataset_from_jsonl(backend, project, write(tmp_path / "r.jsonl", text), "j")
     assert backend.find_dataset(project.id, "j") is None
 
 
@@ -526,7 +525,7 @@ def test_dataframe(backend: SqlBackend, project: ProjectInfo) -> None:
             "when": pd.to_datetime(["2024-01-02", None]),
         }
     )
-    made = datasets.create_dataset_from_dataframe(
+    made = loaders.create_dataset_from_dataframe(
         backend,
         project,
         frame,
@@ -540,7 +539,7 @@ def test_dataframe(backend: SqlBackend, project: ProjectInfo) -> None:
     assert made[1]["expected_output"] == {"answer": None}
     assert made[1]["metadata"] == {"score": None, "when": None}
     with pytest.raises(ValueError, match="'nope' not found in the DataFrame"):
-        datasets.create_dataset_from_dataframe(
+        loaders.create_dataset_from_dataframe(
             backend, project, frame, "df2", input_data_columns=["nope"]
         )
 

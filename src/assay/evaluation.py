@@ -116,7 +116,7 @@ class BaseEvaluator(_Named, ABC):
 
     @abstractmethod
     def evaluate(self, context: EvaluatorContext) -> Any:
-        """Score one row: a value, an :class:`EvaluatorResult` or a :class:`MultiEvaluatorResult`."""
+        """Score one row: a value, an EvaluatorResult or a MultiEvaluatorResult."""
 
 
 class BaseAsyncEvaluator(_Named, ABC):

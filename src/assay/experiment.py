@@ -110,9 +110,7 @@ class _ExperimentBase:
         self._evaluators = [Evaluator.check(e) for e in evaluators or []]
         check_unique_labels([e.label for e in self._evaluators], what="evaluators")
         self._summary_evaluators = [SummaryEvaluator.check(e) for e in summary_evaluators or []]
-        check_unique_labels(
-            [e.label for e in self._summary_evaluators], what="summary evaluators"
-        )
+        check_unique_labels([e.label for e in self._summary_evaluators], what="summary evaluators")
         self._description = description
         self._project_name = project_name
         self._tags = dict(tags or {})
@@ -259,7 +257,11 @@ class _ExperimentBase:
         self._summaries = dict(outcome.summaries)
         self.result = self._build_result(self._rows, self._summaries)
         logger.info(
-            "experiment %s %s: %d rows, %d errors", self.name, status, len(self._rows), len(outcome.errors)
+            "experiment %s %s: %d rows, %d errors",
+            self.name,
+            status,
+            len(self._rows),
+            len(outcome.errors),
         )
         if write_error is not None:
             raise ExperimentError(
@@ -294,9 +296,7 @@ class _ExperimentBase:
     def _stored_rows(self) -> list[RowRecord]:
         if self._rows is None:
             if self._info is None:
-                raise ExperimentError(
-                    f"Experiment {self.name!r} has not run yet: call run() first"
-                )
+                raise ExperimentError(f"Experiment {self.name!r} has not run yet: call run() first")
             self._rows = self._backend.experiment_rows(self._info.id)
         return self._rows
 

@@ -28,8 +28,7 @@ def git_tags() -> dict[str, str]:
     found = {
         "git.repository_url": os.environ.get("DD_GIT_REPOSITORY_URL")
         or _git("config", "--get", "remote.origin.url"),
-        "git.branch": os.environ.get("DD_GIT_BRANCH")
-        or _git("rev-parse", "--abbrev-ref", "HEAD"),
+        "git.branch": os.environ.get("DD_GIT_BRANCH") or _git("rev-parse", "--abbrev-ref", "HEAD"),
         "git.commit.sha": os.environ.get("DD_GIT_COMMIT_SHA") or _git("rev-parse", "HEAD"),
     }
     return {key: value for key, value in found.items() if value}

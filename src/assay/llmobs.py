@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from assay import dataset as datasets
+from assay import loaders
 from assay.aggregation import EvaluationSummary, summarize
 from assay.config import API_KEY, APP_KEY, PROJECT_NAME, SITE
 from assay.dataset import Dataset, DatasetRecord
@@ -168,7 +169,7 @@ class LLMObs:
         id_column: str | None = None,
     ) -> Dataset:
         """A dataset from a CSV file; each row's chosen columns become its fields."""
-        return datasets.create_dataset_from_csv(
+        return loaders.create_dataset_from_csv(
             cls._require(),
             cls._project(project_name),
             csv_path,
@@ -192,7 +193,7 @@ class LLMObs:
         deduplicate: bool = True,
     ) -> Dataset:
         """A dataset from a JSON Lines file of records (``input_data``, ``expected_output``...)."""
-        return datasets.create_dataset_from_jsonl(
+        return loaders.create_dataset_from_jsonl(
             cls._require(),
             cls._project(project_name),
             path,
@@ -214,7 +215,7 @@ class LLMObs:
         deduplicate: bool = True,
     ) -> Dataset:
         """A dataset from a pandas DataFrame, columns chosen as for CSV files."""
-        return datasets.create_dataset_from_dataframe(
+        return loaders.create_dataset_from_dataframe(
             cls._require(),
             cls._project(project_name),
             dataframe,
@@ -368,4 +369,3 @@ def _experiment_summary(backend: Backend, info: ExperimentInfo) -> ExperimentSum
         "created_at": info.created_at.isoformat(),
         "updated_at": info.updated_at.isoformat(),
     }
-

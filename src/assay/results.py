@@ -62,10 +62,17 @@ def evaluation_result(evaluation: EvaluationRecord, *, pulled: bool = False) -> 
             {"message": error.message, "type": error.type, "stack": error.stack} if error else None
         ),
     }
-    for key in ("reasoning", "assessment", "metadata", "tags"):
-        value = getattr(evaluation, key)
-        if value is not None:
-            result[key] = value
+    # Most evaluations are bare values: skip the optional fields in one test.
+    if (
+        evaluation.reasoning is not None
+        or evaluation.assessment is not None
+        or evaluation.metadata is not None
+        or evaluation.tags is not None
+    ):
+        for key in ("reasoning", "assessment", "metadata", "tags"):
+            value = getattr(evaluation, key)
+            if value is not None:
+                result[key] = value
     if error is not None:
         result["status"] = "ERROR"
     elif pulled:
@@ -155,7 +162,8 @@ def build_result(
             "tags": [*base_tags, f"run_id:{run_id}", f"run_iteration:{run_iteration}"],
         }
         rows = [
-            row_result(row, run_context, pulled=pulled) for row in rows_by_run.get(run_iteration, [])
+            row_result(row, run_context, pulled=pulled)
+            for row in rows_by_run.get(run_iteration, [])
         ]
         summaries = {
             evaluation.label: evaluation_result(evaluation, pulled=pulled)
@@ -190,9 +198,7 @@ def rows_dataframe(runs: Sequence[ExperimentRun]) -> pandas.DataFrame:
     try:
         import pandas
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "as_dataframe() needs pandas: pip install 'assay[pandas]'"
-        ) from error
+        raise ImportError("as_dataframe() needs pandas: pip install 'assay[pandas]'") from error
     records: list[dict[tuple[str, str], Any]] = []
     for run in runs:
         for row in run.rows:

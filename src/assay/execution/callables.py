@@ -26,7 +26,7 @@ from assay.evaluation import (
     metric_type_of,
     validate_label,
 )
-from assay.store.records import JSON, ErrorInfo, EvaluationRecord
+from assay.store.records import JSON, ErrorInfo, EvaluationRecord, MetricType
 
 TASK_PARAMETERS = ("input_data", "config")
 EVALUATOR_PARAMETERS = ("input_data", "output_data", "expected_output")
@@ -139,7 +139,9 @@ class Evaluator:
                 call=call_class,
                 is_async=isinstance(evaluator, BaseAsyncEvaluator),
             )
-        if isinstance(evaluator, type) and issubclass(evaluator, BaseEvaluator | BaseAsyncEvaluator):
+        if isinstance(evaluator, type) and issubclass(
+            evaluator, BaseEvaluator | BaseAsyncEvaluator
+        ):
             raise TypeError(
                 f"Evaluator {evaluator.__name__} is a class: pass an instance, "
                 f"e.g. {evaluator.__name__}()"
@@ -232,13 +234,30 @@ def check_unique_labels(labels: list[str], *, what: str) -> None:
         seen.add(label)
 
 
+# Metric types of the plain values evaluators return most, looked up by exact type: the
+# per-evaluation path is hot, and a dict lookup beats a chain of isinstance checks.
+_PLAIN_METRIC_TYPES: dict[type, MetricType] = {
+    bool: "boolean",
+    int: "score",
+    float: "score",
+    str: "categorical",
+    type(None): "categorical",
+    dict: "json",
+}
+
+
 def evaluation_records(label: str, returned: Any, timestamp_ms: int) -> list[EvaluationRecord]:
     """What an evaluator returned, as stored evaluations (several for a MultiEvaluatorResult)."""
+    metric_type = _PLAIN_METRIC_TYPES.get(type(returned))
+    if metric_type is not None:
+        return [EvaluationRecord(label, metric_type, returned, timestamp_ms)]
     if isinstance(returned, MultiEvaluatorResult):
         records: list[EvaluationRecord] = []
         for key, value in returned.values.items():
             records.extend(
-                evaluation_records(f"{label}-{key}" if returned.prefix else key, value, timestamp_ms)
+                evaluation_records(
+                    f"{label}-{key}" if returned.prefix else key, value, timestamp_ms
+                )
             )
         return records
     if isinstance(returned, EvaluatorResult):
@@ -286,5 +305,3 @@ def merge_labels(records: list[EvaluationRecord]) -> list[EvaluationRecord]:
             )
         by_label[record.label] = record
     return list(by_label.values())
-
-

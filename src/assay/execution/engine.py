@@ -106,11 +106,11 @@ class Engine:
         self._fatal: BaseException | None = None
         # Per record, computed once: what class evaluators see as metadata.
         self._evaluator_metadata = [
-            {**(record.metadata or {}), "experiment_config": plan.config}
-            for record in plan.records
+            {**(record.metadata or {}), "experiment_config": plan.config} for record in plan.records
         ]
         self._needs_label_merge = len({e.label for e in plan.evaluators}) < len(plan.evaluators)
         self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._async_thread: threading.Thread | None = None
 
     # The per-pair path ------------------------------------------------------------------
 
@@ -324,9 +324,10 @@ class Engine:
         with self._lock:
             if self._async_loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(
+                self._async_thread = threading.Thread(
                     target=loop.run_forever, name="assay-async-evaluators", daemon=True
-                ).start()
+                )
+                self._async_thread.start()
                 self._async_loop = loop
             loop = self._async_loop
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
@@ -556,10 +557,12 @@ class Engine:
         return self.outcome
 
     def _close_async_loop(self) -> None:
-        loop = self._async_loop
-        if loop is not None:
+        loop, thread = self._async_loop, self._async_thread
+        if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
-            self._async_loop = None
+            thread.join()
+            loop.close()
+            self._async_loop = self._async_thread = None
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, Outcome]) -> Outcome:

@@ -76,9 +76,7 @@ class RichProgress:
 
     def start(self, description: str, counter: ProgressCounter) -> None:
         self._counter = counter
-        self._task_id = self._progress.add_task(
-            description, total=counter.total, errors=0, rate=""
-        )
+        self._task_id = self._progress.add_task(description, total=counter.total, errors=0, rate="")
         self._progress.start()
 
     def refresh(self) -> None:
@@ -88,9 +86,7 @@ class RichProgress:
         task = self._progress.tasks[0]
         elapsed = task.elapsed or 0.0
         rate = f"{counter.done / elapsed:,.1f} rows/s" if elapsed > 0 else ""
-        self._progress.update(
-            task.id, completed=counter.done, errors=counter.errors, rate=rate
-        )
+        self._progress.update(task.id, completed=counter.done, errors=counter.errors, rate=rate)
 
     def stop(self) -> None:
         self.refresh()

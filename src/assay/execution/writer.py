@@ -26,7 +26,7 @@ class ResultWriter:
         backend: Backend,
         experiment_id: str,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         max_delay: float = 0.5,
     ) -> None:
         self._backend = backend
@@ -59,13 +59,16 @@ class ResultWriter:
             batch: list[object] = [item]
             deadline = time.monotonic() + self._max_delay
             # Gather what arrives within max_delay, up to a batch: few large transactions.
-            while len(batch) < self._batch_size:
+            while item is not _STOP and len(batch) < self._batch_size:
                 remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._queue.get(timeout=max(remaining, 0)))
+                    entry = self._queue.get(timeout=max(remaining, 0))
                 except queue.Empty:
                     break
-            if _STOP in batch:
+                batch.append(entry)
+                if entry is _STOP:
+                    break
+            if batch[-1] is _STOP or item is _STOP:
                 stopping = True
                 batch = [entry for entry in batch if entry is not _STOP]
                 # Drain anything queued after the stop marker was taken.

@@ -30,16 +30,46 @@ from assay.store.records import (
     SummaryEvaluationRecord,
 )
 from assay.store.sql import datasets as dataset_store
+from assay.store.sql.bulk import BulkInsert, encode_json
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.tables import evaluations as evaluation_table
-from assay.store.sql.tables import runs as run_table
 from assay.store.sql.tables import (
     experiments,
     projects,
     spans,
 )
+from assay.store.sql.tables import runs as run_table
 from assay.store.sql.tables import summary_evaluations as summary_table
-from assay.store.sql.values import evaluation_columns, evaluation_from_columns
+from assay.store.sql.values import (
+    EVALUATION_VALUE_COLUMNS,
+    evaluation_from_columns,
+    evaluation_values,
+)
+
+SPAN_COLUMNS = (
+    "experiment_id",
+    "run_iteration",
+    "record_id",
+    "idx",
+    "span_id",
+    "trace_id",
+    "parent_id",
+    "name",
+    "kind",
+    "start_ns",
+    "duration_ns",
+    "status",
+    "input",
+    "output",
+    "expected_output",
+    "metadata",
+    "tags",
+    "error_type",
+    "error_message",
+    "error_stack",
+    "retries",
+)
+EVALUATION_KEYS = ("experiment_id", "run_iteration", "record_id", "span_id")
 
 
 def _now() -> datetime:
@@ -58,6 +88,10 @@ class SqlBackend:
         self.url = url
         self.engine = engine if engine is not None else open_engine(url)
         migrate(self.engine)
+        self._bulk_inserts: dict[str, BulkInsert] = {}
+        # Every run of a record stores the same input, expected output and metadata
+        # objects: encode each once. Entries hold the object, so its id stays unique.
+        self._encoded: dict[int, tuple[object, str | None]] = {}
 
     @property
     def location(self) -> str:
@@ -261,7 +295,9 @@ class SqlBackend:
         if by_id:
             return by_id[0]
         if len(reference) >= 4:
-            by_prefix = self._experiment_infos(experiments.c.id.startswith(reference, autoescape=True))
+            by_prefix = self._experiment_infos(
+                experiments.c.id.startswith(reference, autoescape=True)
+            )
             if len(by_prefix) == 1:
                 return by_prefix[0]
             if len(by_prefix) > 1:
@@ -305,63 +341,81 @@ class SqlBackend:
             ][: where.limit]
         return found
 
+    def _bulk(self, name: str, table: Any, columns: Sequence[str]) -> BulkInsert:
+        statement = self._bulk_inserts.get(name)
+        if statement is None:
+            statement = self._bulk_inserts[name] = BulkInsert(self.engine, table, columns)
+        return statement
+
+    def _encode_shared(self, value: object) -> str | None:
+        if not isinstance(value, dict | list):
+            return encode_json(value)
+        cached = self._encoded.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        if len(self._encoded) > 200_000:
+            self._encoded.clear()
+        encoded = encode_json(value)
+        self._encoded[id(value)] = (value, encoded)
+        return encoded
+
     def write_rows(self, rows: Sequence[RowRecord]) -> None:
         if not rows:
             return
-        span_values: list[dict[str, Any]] = []
-        evaluation_values: list[dict[str, Any]] = []
+        shared = self._encode_shared
+        span_insert = self._bulk("spans", spans, SPAN_COLUMNS)
+        evaluation_insert = self._bulk(
+            "evaluations", evaluation_table, (*EVALUATION_KEYS, *EVALUATION_VALUE_COLUMNS)
+        )
+        span_values: list[tuple[Any, ...]] = []
+        evaluation_values_: list[tuple[Any, ...]] = []
         for row in rows:
             error = row.error
             span_values.append(
-                {
-                    "experiment_id": row.experiment_id,
-                    "run_iteration": row.run_iteration,
-                    "record_id": row.record_id,
-                    "idx": row.idx,
-                    "span_id": row.span_id,
-                    "trace_id": row.trace_id,
-                    "parent_id": None,
-                    "name": row.span_name,
-                    "kind": "experiment",
-                    "start_ns": row.start_ns,
-                    "duration_ns": row.duration_ns,
-                    "status": "error" if error else "ok",
-                    "input": row.input_data,
-                    "output": row.output,
-                    "expected_output": row.expected_output,
-                    "metadata": row.record_metadata,
-                    "tags": row.tags,
-                    "error_type": error.type if error else None,
-                    "error_message": error.message if error else None,
-                    "error_stack": error.stack if error else None,
-                    "retries": row.retries,
-                }
+                (
+                    row.experiment_id,
+                    row.run_iteration,
+                    row.record_id,
+                    row.idx,
+                    row.span_id,
+                    row.trace_id,
+                    None,
+                    row.span_name,
+                    "experiment",
+                    row.start_ns,
+                    row.duration_ns,
+                    "error" if error else "ok",
+                    shared(row.input_data),
+                    encode_json(row.output),
+                    shared(row.expected_output),
+                    shared(row.record_metadata),
+                    shared(row.tags),
+                    error.type if error else None,
+                    error.message if error else None,
+                    error.stack if error else None,
+                    row.retries,
+                )
             )
+            keys = (row.experiment_id, row.run_iteration, row.record_id, row.span_id)
             for evaluation in row.evaluations:
-                values = evaluation_columns(evaluation)
-                values["experiment_id"] = row.experiment_id
-                values["run_iteration"] = row.run_iteration
-                values["record_id"] = row.record_id
-                values["span_id"] = row.span_id
-                evaluation_values.append(values)
+                evaluation_values_.append(keys + evaluation_values(evaluation))
         with self.engine.begin() as connection:
-            connection.execute(insert(spans), span_values)
-            if evaluation_values:
-                connection.execute(insert(evaluation_table), evaluation_values)
+            span_insert.execute(connection, span_values)
+            evaluation_insert.execute(connection, evaluation_values_)
 
     def write_summary_evaluations(
         self, experiment_id: str, run_iteration: int, evaluations: Sequence[EvaluationRecord]
     ) -> None:
-        if not evaluations:
-            return
-        values = []
-        for evaluation in evaluations:
-            columns = evaluation_columns(evaluation)
-            columns["experiment_id"] = experiment_id
-            columns["run_iteration"] = run_iteration
-            values.append(columns)
+        statement = self._bulk(
+            "summary_evaluations",
+            summary_table,
+            ("experiment_id", "run_iteration", *EVALUATION_VALUE_COLUMNS),
+        )
         with self.engine.begin() as connection:
-            connection.execute(insert(summary_table), values)
+            statement.execute(
+                connection,
+                [(experiment_id, run_iteration, *evaluation_values(e)) for e in evaluations],
+            )
 
     def experiment_rows(
         self, experiment_id: str, *, run_iteration: int | None = None
@@ -369,7 +423,9 @@ class SqlBackend:
         span_query = select(spans).where(
             spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None)
         )
-        evaluation_query = select(evaluation_table).where(evaluation_table.c.experiment_id == experiment_id)
+        evaluation_query = select(evaluation_table).where(
+            evaluation_table.c.experiment_id == experiment_id
+        )
         if run_iteration is not None:
             span_query = span_query.where(spans.c.run_iteration == run_iteration)
             evaluation_query = evaluation_query.where(
@@ -378,7 +434,9 @@ class SqlBackend:
         span_query = span_query.order_by(spans.c.run_iteration, spans.c.idx)
         with self.engine.connect() as connection:
             span_rows = connection.execute(span_query).all()
-            evaluation_rows = connection.execute(evaluation_query.order_by(evaluation_table.c.pk)).all()
+            evaluation_rows = connection.execute(
+                evaluation_query.order_by(evaluation_table.c.pk)
+            ).all()
         by_span: dict[str, list[EvaluationRecord]] = defaultdict(list)
         for evaluation_row in evaluation_rows:
             by_span[evaluation_row.span_id].append(evaluation_from_columns(evaluation_row))

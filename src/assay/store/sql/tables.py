@@ -170,8 +170,6 @@ spans = Table(
         sqlite_where=text("parent_id IS NULL"),
         postgresql_where=text("parent_id IS NULL"),
     ),
-    Index("ix_spans_span_id", "experiment_id", "span_id"),
-    Index("ix_spans_trace", "trace_id"),
 )
 
 # Typed value columns, one per metric type, so that queries compare numbers as numbers
@@ -201,7 +199,6 @@ evaluations = Table(
     Column("error_stack", Text, nullable=True),
     Column("timestamp_ms", BigInteger, nullable=False),
     Index("ix_evaluations_record", "experiment_id", "label", "record_id"),
-    Index("ix_evaluations_span", "experiment_id", "span_id"),
 )
 
 summary_evaluations = Table(

@@ -5,10 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from assay.store.records import JSON, ErrorInfo, EvaluationRecord, MetricType
+from assay.store.sql.bulk import encode_json
+
+EVALUATION_VALUE_COLUMNS = (
+    "label",
+    "metric_type",
+    "score_value",
+    "categorical_value",
+    "boolean_value",
+    "json_value",
+    "raw_value",
+    "reasoning",
+    "assessment",
+    "metadata",
+    "tags",
+    "error_type",
+    "error_message",
+    "error_stack",
+    "timestamp_ms",
+)
+"""The columns :func:`evaluation_values` fills, in its order."""
 
 
-def evaluation_columns(evaluation: EvaluationRecord) -> dict[str, Any]:
-    """The typed columns of one evaluation (everything but its keys)."""
+def evaluation_values(evaluation: EvaluationRecord) -> tuple[Any, ...]:
+    """One evaluation's typed columns (JSON encoded) in EVALUATION_VALUE_COLUMNS order."""
     value = evaluation.value
     metric_type = evaluation.metric_type
     score = categorical = boolean = json_value = raw = None
@@ -18,31 +38,31 @@ def evaluation_columns(evaluation: EvaluationRecord) -> dict[str, Any]:
         score = float(value)
         # An int must come back an int: keep it whole when the float would lose that.
         if isinstance(value, int):
-            raw = value
+            raw = encode_json(value)
     elif metric_type == "json":
-        json_value = value
+        json_value = encode_json(value)
     elif value is not None:
         categorical = value if isinstance(value, str) else str(value)
         if not isinstance(value, str):
-            raw = value
+            raw = encode_json(value)
     error = evaluation.error
-    return {
-        "label": evaluation.label,
-        "metric_type": metric_type,
-        "score_value": score,
-        "categorical_value": categorical,
-        "boolean_value": boolean,
-        "json_value": json_value,
-        "raw_value": raw,
-        "reasoning": evaluation.reasoning,
-        "assessment": evaluation.assessment,
-        "metadata": evaluation.metadata,
-        "tags": evaluation.tags,
-        "error_type": error.type if error else None,
-        "error_message": error.message if error else None,
-        "error_stack": error.stack if error else None,
-        "timestamp_ms": evaluation.timestamp_ms,
-    }
+    return (
+        evaluation.label,
+        metric_type,
+        score,
+        categorical,
+        boolean,
+        json_value,
+        raw,
+        evaluation.reasoning,
+        evaluation.assessment,
+        encode_json(evaluation.metadata),
+        encode_json(evaluation.tags),
+        error.type if error else None,
+        error.message if error else None,
+        error.stack if error else None,
+        evaluation.timestamp_ms,
+    )
 
 
 def evaluation_from_columns(row: Any) -> EvaluationRecord:

@@ -159,7 +159,6 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_evaluations_record", ["experiment_id", "label", "record_id"], unique=False
         )
-        batch_op.create_index("ix_evaluations_span", ["experiment_id", "span_id"], unique=False)
 
     op.create_table(
         "runs",
@@ -206,8 +205,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_spans")),
     )
     with op.batch_alter_table("spans", schema=None) as batch_op:
-        batch_op.create_index("ix_spans_span_id", ["experiment_id", "span_id"], unique=False)
-        batch_op.create_index("ix_spans_trace", ["trace_id"], unique=False)
         batch_op.create_index(
             "uq_spans_row",
             ["experiment_id", "run_iteration", "record_id"],
@@ -263,13 +260,10 @@ def downgrade() -> None:
             sqlite_where=sa.text("parent_id IS NULL"),
             postgresql_where=sa.text("parent_id IS NULL"),
         )
-        batch_op.drop_index("ix_spans_trace")
-        batch_op.drop_index("ix_spans_span_id")
 
     op.drop_table("spans")
     op.drop_table("runs")
     with op.batch_alter_table("evaluations", schema=None) as batch_op:
-        batch_op.drop_index("ix_evaluations_span")
         batch_op.drop_index("ix_evaluations_record")
 
     op.drop_table("evaluations")

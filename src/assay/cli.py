@@ -1,0 +1,349 @@
+"""The ``assay`` command: run the demo or a script, list and show stored experiments.
+
+A thin shell over the same functions a user calls from Python. Errors are translated here
+and nowhere else: an :class:`~assay.errors.AssayError` or a usage error prints one line,
+``error: ...``, on stderr and exits non-zero (2 for usage errors, 1 otherwise), never a
+traceback. Tables go to stdout through rich; ``--json`` writes nothing but JSON there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from assay._version import __version__
+from assay.cli_render import (
+    experiment_report,
+    experiment_view,
+    experiments_table,
+    listed_experiment,
+    listed_json,
+    report_json,
+)
+from assay.config import ASSAY_HOME, DATABASE_URL, PROGRESS, SERVER_URL, Setting, server_url
+from assay.demo import DEMO_QUESTIONS, run_demo
+from assay.errors import AssayError
+from assay.execution.progress import RichProgress
+from assay.store import open_backend
+from assay.store.backend import Backend
+from assay.store.records import ExperimentFilter
+
+
+def _settings_epilog(*settings: Setting) -> str:
+    # Help texts come from assay.config, where each setting is defined once.
+    return "Settings:\n\n" + "\n".join(f"* `{s.env}`: {s.help}" for s in settings)
+
+
+_STORE_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL)
+_RUN_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL, PROGRESS, SERVER_URL)
+
+
+class _AssayGroup(TyperGroup):
+    """The root command: turns every expected failure into one ``error:`` line."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(
+                args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra
+            )
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except typer.TyperException as error:  # usage errors (exit code 2) and the like
+            context = getattr(error, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            _fail(f"{error.format_message()}{hint}", error.exit_code)
+        except AssayError as error:
+            _fail(str(error), 1)
+        except typer.Abort:
+            _fail("aborted", 1)
+        # Without standalone mode, an exit (--help, typer.Exit, Ctrl-C as 130) comes back
+        # as its code instead of a SystemExit.
+        if code == 130:
+            _fail("interrupted (what finished is stored; the experiment is marked so)", 130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # One line, whatever the message: a multi-line error (one carrying a stack) keeps its
+    # first line, which names the problem.
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    typer.echo(f"error: {lines[0] if lines else 'failed'}", err=True)
+    sys.exit(code)
+
+
+def _usage_error(message: str, *, param: str) -> NoReturn:
+    raise typer.BadParameter(message, param_hint=param)
+
+
+app = typer.Typer(
+    cls=_AssayGroup,
+    name="assay",
+    help=(
+        "Assay: self-hosted LLM experiments. Run a task over a dataset several times, "
+        "score it, keep every result, then list and show them."
+    ),
+    epilog=_STORE_EPILOG,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Markdown reflows docstring paragraphs and shows `code` as code.
+    rich_markup_mode="markdown",
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+experiments_app = typer.Typer(
+    help="Stored experiments.",
+    rich_markup_mode="markdown",
+    epilog=_STORE_EPILOG,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(experiments_app, name="experiments")
+
+
+def _stdout() -> Console:
+    # Made per call, so the console writes to whatever sys.stdout is now (tests swap it).
+    return Console(soft_wrap=False, highlight=False)
+
+
+def _print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@contextmanager
+def _backend() -> Iterator[Backend]:
+    backend = open_backend()
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _help_when_bare(context: typer.Context) -> None:
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    context: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        typer.echo(f"assay {__version__}")
+        raise typer.Exit(0)
+    _help_when_bare(context)
+
+
+@experiments_app.callback()
+def _experiments(context: typer.Context) -> None:
+    _help_when_bare(context)
+
+
+@app.command()
+def version() -> None:
+    """Print Assay's version."""
+    typer.echo(f"assay {__version__}")
+
+
+@app.command(epilog=_STORE_EPILOG)
+def demo(
+    runs: Annotated[int, typer.Option(min=1, help="How many times every question is asked.")] = 5,
+    jobs: Annotated[int, typer.Option(min=1, help="How many calls run at once.")] = 8,
+    records: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=len(DEMO_QUESTIONS),
+            help=f"Use only the first N questions (default: all {len(DEMO_QUESTIONS)}).",
+        ),
+    ] = None,
+) -> None:
+    """Run the built-in demo: a noisy simulated model answers capital-city questions.
+
+    Creates a small dataset in the project 'assay-demo', runs a multi-run experiment on
+    it with evaluators of every metric type, and prints the summary. Fully offline: no
+    model, key or network is used. Results go to the embedded store.
+    """
+    experiment = run_demo(runs=runs, jobs=jobs, records=records, display=RichProgress())
+    assert experiment.id is not None
+    console = _stdout()
+    with _backend() as backend:
+        report = experiment_report(backend, backend.get_experiment(experiment.id), run=None)
+        location = backend.location
+    console.print(experiment_view(report))
+    console.print()
+    console.print(f"Results are stored in {location}", soft_wrap=True)
+    console.print(f"Experiment id: {experiment.id}", soft_wrap=True)
+    console.print("Next, try:")
+    for command in (
+        f"assay show {experiment.id}",
+        f"assay show {experiment.id} --run 2",
+        "assay experiments list",
+    ):
+        console.print(f"  {command}", soft_wrap=True)
+    console.print(f"Web page (served by `assay serve`): {experiment.url}", soft_wrap=True)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_RUN_EPILOG,
+)
+def run(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="The Python script to run (a .py file).")
+    ],
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="ARGS", help="Arguments passed to the script as `sys.argv[1:]`."),
+    ] = None,
+) -> None:
+    """Run a Python script as `__main__`, with a progress bar for its experiments.
+
+    The script sees `sys.argv` as `[FILE, ARGS...]` and its own folder first on
+    `sys.path`, as with `python FILE`. Put `--` before arguments that look like options
+    of this command (e.g. `assay run eval.py -- --help`). An exception in the script
+    prints its traceback and exits with status 1.
+    """
+    path = Path(file)
+    if not path.exists():
+        _usage_error(f"no such file {file!r}", param="FILE")
+    if path.is_dir() or path.suffix != ".py":
+        _usage_error(f"{file!r} is not a Python script (a .py file)", param="FILE")
+    script = str(path.resolve())
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    forced_progress = PROGRESS.env not in os.environ
+    # A script launched from the CLI is watched by a person: show the bar unless the
+    # user set ASSAY_PROGRESS themselves.
+    if forced_progress:
+        os.environ[PROGRESS.env] = "1"
+    sys.argv = [file, *(args or [])]
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as error:
+        sys.stderr.write(_script_traceback(error, script))
+        sys.exit(1)
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
+        if forced_progress:
+            os.environ.pop(PROGRESS.env, None)
+
+
+def _script_traceback(error: BaseException, script: str) -> str:
+    """The traceback from the script's first frame on, without this CLI and runpy."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_frame.f_code.co_filename != script:
+        frame = frame.tb_next
+    # No frame of the script (a SyntaxError): the exception alone names file and line.
+    return "".join(traceback.format_exception(type(error), error, frame))
+
+
+@experiments_app.command("list", epilog=_STORE_EPILOG)
+def list_experiments(
+    name: Annotated[str | None, typer.Option(help="Only experiments with this name.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only experiments of this project.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (a list of experiments) instead.")
+    ] = False,
+) -> None:
+    """List stored experiments, newest first, with the summary of each evaluation."""
+    with _backend() as backend:
+        items = []
+        project_id: str | None = None
+        found_project = project is None
+        if project is not None:
+            found = backend.find_project(project)
+            found_project = found is not None
+            project_id = found.id if found is not None else None
+        if found_project:
+            where = ExperimentFilter(name=name, project_id=project_id, limit=limit)
+            base = server_url()
+            items = [
+                listed_experiment(backend, info, url=f"{base}/llm/experiments/{info.id}")
+                for info in backend.list_experiments(where)
+            ]
+        location = backend.location
+    if as_json:
+        _print_json([listed_json(item) for item in items])
+        return
+    console = _stdout()
+    if not items:
+        console.print(
+            f"No experiments{_filters_text(name, project)} in {location}. "
+            "Try `assay demo` to make one.",
+            soft_wrap=True,
+        )
+        return
+    console.print(experiments_table(items, title=f"Experiments in {location}"))
+
+
+def _filters_text(name: str | None, project: str | None) -> str:
+    parts = [f"named {name!r}" if name else "", f"in project {project!r}" if project else ""]
+    text = " ".join(part for part in parts if part)
+    return f" {text}" if text else ""
+
+
+@app.command(epilog=_STORE_EPILOG)
+def show(
+    experiment: Annotated[
+        str,
+        typer.Argument(
+            metavar="EXPERIMENT", help="An experiment id, a unique id prefix, or a name (newest)."
+        ),
+    ],
+    run: Annotated[int | None, typer.Option("--run", help="Show only this run (1..runs).")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON: experiment, summary, summary_evaluations, record_summaries.",
+        ),
+    ] = False,
+) -> None:
+    """Show one experiment: its header, the summary of each evaluation, and its runs."""
+    with _backend() as backend:
+        info = backend.resolve_experiment(experiment)
+        iterations = [item.run_iteration for item in info.runs]
+        if run is not None and run not in iterations:
+            runs = f"runs {iterations[0]}..{iterations[-1]}" if iterations else "no runs"
+            _usage_error(f"experiment {info.name!r} ({info.id[:8]}) has {runs}", param="'--run'")
+        report = experiment_report(backend, info, run=run)
+    if as_json:
+        _print_json(report_json(report))
+        return
+    _stdout().print(experiment_view(report))
+
+
+def main() -> None:
+    """Entry point of the ``assay`` script and of ``python -m assay``."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,320 @@
+"""What the ``assay`` command shows: rich tables for people, plain dicts for ``--json``.
+
+Kept apart from :mod:`assay.cli` so the command module stays about arguments and exits.
+Everything here reads an :class:`ExperimentReport`, built once from the store by
+:func:`experiment_report`, so ``assay demo`` and ``assay show`` print the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from assay.aggregation import (
+    AggregateValue,
+    EvaluationSummary,
+    RecordSummary,
+    SummaryEvaluationRuns,
+    summarize,
+    summarize_summary_evaluations,
+)
+from assay.experiment import SyncExperiment, pulled_experiment
+from assay.store.backend import Backend
+from assay.store.records import JSON, ExperimentInfo, MetricType
+
+_NOTHING = "—"
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+    "created": "dim",
+}
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """Everything ``assay show`` prints about one experiment, for all runs or one."""
+
+    info: ExperimentInfo
+    experiment: SyncExperiment
+    run: int | None
+    """The one run shown, or None for all of them."""
+    rows: int
+    """Rows (record x run) stored for the runs shown."""
+    summary: dict[str, EvaluationSummary]
+    record_summaries: list[RecordSummary]
+    summary_evaluations: dict[str, SummaryEvaluationRuns]
+
+    @property
+    def iterations(self) -> list[int]:
+        """The run iterations shown, in order."""
+        if self.run is not None:
+            return [self.run]
+        return [run.run_iteration for run in self.info.runs]
+
+
+def experiment_report(
+    backend: Backend, info: ExperimentInfo, *, run: int | None
+) -> ExperimentReport:
+    """Read one experiment back from the store and aggregate it (``run``: only that run).
+
+    ``run`` must be one of the experiment's run iterations; the CLI checks it first so
+    that a bad ``--run`` is a usage error.
+    """
+    experiment = pulled_experiment(backend, info)
+    iterations = [run] if run is not None else [item.run_iteration for item in info.runs]
+    rows = sum(
+        len(item.rows) for item in experiment.runs if run is None or item.run_iteration == run
+    )
+    return ExperimentReport(
+        info=info,
+        experiment=experiment,
+        run=run,
+        rows=rows,
+        summary=experiment.summary(run=run),
+        record_summaries=experiment.record_summaries(run=run),
+        summary_evaluations=summarize_summary_evaluations(
+            backend.summary_evaluations(info.id), iterations
+        ),
+    )
+
+
+# Values -----------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if math.isnan(value):
+        return "nan"
+    # Three significant digits, without falling into exponents for everyday values.
+    return f"{value:.3g}" if abs(value) >= 0.001 or value == 0 else f"{value:.2e}"
+
+
+def format_aggregate(metric_type: MetricType, value: AggregateValue) -> str:
+    """An aggregate for people: booleans as a percentage of True, scores with 3 digits."""
+    if value is None:
+        return _NOTHING
+    if metric_type == "boolean" and isinstance(value, int | float):
+        return f"{value:.1%}"
+    if metric_type == "score" and isinstance(value, int | float):
+        return _number(value)
+    return str(value)
+
+
+def format_value(value: JSON) -> str:
+    """One evaluation value as returned by an evaluator, compactly."""
+    if value is None:
+        return _NOTHING
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _number(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _compact_per_run(metric_type: MetricType, values: Sequence[AggregateValue]) -> str:
+    if metric_type == "boolean":
+        return "  ".join(_NOTHING if v is None else f"{v:.0%}" for v in values)
+    return "  ".join(format_aggregate(metric_type, value) for value in values)
+
+
+def _categorical_share(record_values: Sequence[JSON], label: AggregateValue) -> str:
+    """`` (65%)``: the share of records whose value is the shown label."""
+    present = [value for value in record_values if value is not None]
+    if label is None or not present:
+        return ""
+    return f" ({sum(1 for value in present if value == label) / len(present):.0%})"
+
+
+def local_time(moment: datetime) -> str:
+    """A stored (UTC) time in the local time zone, to the second."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Tables -----------------------------------------------------------------------------------
+
+
+def header(report: ExperimentReport) -> Table:
+    """Name, id, project, dataset, status, runs, rows, config and creation time."""
+    info = report.info
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("experiment", info.name)
+    grid.add_row("id", info.id)
+    grid.add_row("project", info.project_name)
+    grid.add_row("dataset", f"{info.dataset_name} (version {info.dataset_version})")
+    status = Text(info.status, style=_STATUS_STYLE.get(info.status, ""))
+    grid.add_row("status", status)
+    if info.error:
+        grid.add_row("error", Text(info.error, style="red"))
+    runs = f"{info.run_count}" + (f" (showing run {report.run})" if report.run else "")
+    grid.add_row("runs", runs)
+    grid.add_row("rows", str(report.rows))
+    if info.evaluator_names or info.summary_evaluator_names:
+        evaluators = ", ".join(info.evaluator_names)
+        if info.summary_evaluator_names:
+            evaluators += f"; summary: {', '.join(info.summary_evaluator_names)}"
+        grid.add_row("evaluators", evaluators)
+    grid.add_row("config", json.dumps(info.config, default=str) if info.config else "{}")
+    grid.add_row("created", local_time(info.created_at))
+    grid.add_row("url", report.experiment.url)
+    return grid
+
+
+def summary_table(report: ExperimentReport) -> Table:
+    """One line per evaluation label: type, aggregate, records, errors, value of each run."""
+    several_runs = len(report.iterations) > 1
+    show_missing = any(item["missing"] for item in report.summary.values())
+    title = "Evaluations" if report.run is None else f"Evaluations, run {report.run}"
+    table = Table(title=title, title_justify="left", title_style="bold")
+    table.add_column("evaluation", no_wrap=True)
+    table.add_column("type")
+    table.add_column("value", justify="right")
+    table.add_column("records", justify="right")
+    table.add_column("errors", justify="right")
+    if show_missing:
+        table.add_column("missing", justify="right")
+    if several_runs:
+        runs = report.iterations
+        table.add_column(f"per run ({runs[0]}..{runs[-1]})")
+    for label, item in report.summary.items():
+        metric_type = item["metric_type"]
+        value = format_aggregate(metric_type, item["value"])
+        per_run = _compact_per_run(metric_type, item["per_run"])
+        if metric_type == "categorical":
+            records = [rs["evaluations"][label] for rs in report.record_summaries]
+            value += _categorical_share([e["value"] for e in records], item["value"])
+        cells: list[str | Text] = [label, metric_type, value, str(item["records"])]
+        cells.append(Text(str(item["errors"]), style="red" if item["errors"] else ""))
+        if show_missing:
+            cells.append(str(item["missing"]))
+        if several_runs:
+            cells.append(per_run)
+        table.add_row(*cells)
+    if not report.summary:
+        table.add_row(_NOTHING, "", "no evaluations stored", "", "")
+    return table
+
+
+def summary_evaluations_table(report: ExperimentReport) -> Table | None:
+    """One line per summary evaluator, one column per run; None when there are none."""
+    if not report.summary_evaluations:
+        return None
+    show_errors = any(item["errors"] for item in report.summary_evaluations.values())
+    table = Table(title="Summary evaluations", title_justify="left", title_style="bold")
+    table.add_column("summary evaluator", no_wrap=True)
+    table.add_column("type")
+    for iteration in report.iterations:
+        table.add_column(f"run {iteration}", justify="right")
+    if show_errors:
+        table.add_column("errors", justify="right")
+    for label, item in report.summary_evaluations.items():
+        cells: list[str | Text] = [label, item["metric_type"]]
+        cells += [format_value(value) for value in item["per_run"]]
+        if show_errors:
+            cells.append(str(item["errors"]))
+        table.add_row(*cells)
+    return table
+
+
+def experiment_view(report: ExperimentReport) -> RenderableType:
+    """The whole of ``assay show``: header, evaluations, summary evaluations."""
+    parts: list[RenderableType] = [header(report), Text(""), summary_table(report)]
+    summaries = summary_evaluations_table(report)
+    if summaries is not None:
+        parts += [Text(""), summaries]
+    return Group(*parts)
+
+
+@dataclass(frozen=True)
+class ListedExperiment:
+    """One line of ``assay experiments list``."""
+
+    info: ExperimentInfo
+    rows: int
+    summary: dict[str, EvaluationSummary]
+    url: str
+
+
+def listed_experiment(backend: Backend, info: ExperimentInfo, *, url: str) -> ListedExperiment:
+    """An experiment's row count and summary, aggregated over all its runs."""
+    rows = backend.experiment_rows(info.id)
+    summary = summarize(rows, [run.run_iteration for run in info.runs])
+    return ListedExperiment(info=info, rows=len(rows), summary=summary, url=url)
+
+
+def experiments_table(items: Sequence[ListedExperiment], *, title: str) -> Table:
+    """``assay experiments list``: one line per experiment, newest first."""
+    table = Table(title=title, title_justify="left", title_style="bold")
+    table.add_column("id", no_wrap=True, style="cyan")
+    table.add_column("name", overflow="fold")
+    table.add_column("project", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("runs", justify="right")
+    table.add_column("rows", justify="right")
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("evaluations", no_wrap=True)
+    for item in items:
+        info = item.info
+        # One evaluation per line keeps the column narrow, so names need not wrap.
+        evaluations = "\n".join(
+            f"{label} {format_aggregate(s['metric_type'], s['value'])}"
+            for label, s in item.summary.items()
+        )
+        table.add_row(
+            info.id[:8],
+            info.name,
+            info.project_name,
+            f"{info.dataset_name}@{info.dataset_version}",
+            str(info.run_count),
+            str(item.rows),
+            Text(info.status, style=_STATUS_STYLE.get(info.status, "")),
+            local_time(info.created_at),
+            evaluations or _NOTHING,
+        )
+    return table
+
+
+# JSON -------------------------------------------------------------------------------------
+
+
+def info_json(info: ExperimentInfo, *, url: str, rows: int) -> dict[str, Any]:
+    """An experiment's stored fields as JSON-ready values (times in ISO 8601, UTC)."""
+    data = dataclasses.asdict(info)
+    data["created_at"] = info.created_at.isoformat()
+    data["updated_at"] = info.updated_at.isoformat()
+    data["runs"] = [dataclasses.asdict(run) for run in info.runs]
+    data["rows"] = rows
+    data["url"] = url
+    return data
+
+
+def report_json(report: ExperimentReport) -> dict[str, Any]:
+    """``assay show --json``: the experiment, its summaries and its record summaries."""
+    return {
+        "experiment": info_json(report.info, url=report.experiment.url, rows=report.rows),
+        "run": report.run,
+        "summary": report.summary,
+        "summary_evaluations": report.summary_evaluations,
+        "record_summaries": report.record_summaries,
+    }
+
+
+def listed_json(item: ListedExperiment) -> dict[str, Any]:
+    """One experiment of ``assay experiments list --json``."""
+    return {**info_json(item.info, url=item.url, rows=item.rows), "summary": item.summary}
