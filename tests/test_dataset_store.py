@@ -7,9 +7,6 @@ database created for the test and dropped after it.
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,40 +17,6 @@ from assay.store.records import RecordInsert, RecordUpdate, StoredRecord, TagOpe
 from assay.store.sql import datasets as store
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.tables import dataset_records
-
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL to a new, empty PostgreSQL database, dropped after the test."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
-    from psycopg import sql
-
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN} ({error})")
-    name = f"assay_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBackend]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/a.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = SqlBackend(url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture

@@ -44,6 +44,15 @@ def count_true(inputs: Any, outputs: Any, expected_outputs: Any, evaluators_resu
     return int(evaluators_results["exact_match"].count(True))
 
 
+def stored_rows(experiment_id: str) -> list[Any]:
+    """The rows as a separate reader of the store sees them."""
+    backend = open_backend()
+    try:
+        return backend.experiment_rows(experiment_id)
+    finally:
+        backend.close()
+
+
 @pytest.fixture
 def dataset(llmobs: type[LLMObs]) -> Any:
     return llmobs.create_dataset(dataset_name="letters", records=RECORDS)
@@ -74,7 +83,7 @@ def test_runs_give_every_record_n_times_with_run_ids(llmobs: type[LLMObs], datas
     assert row["metadata"]["dataset_name"] == "letters"
     assert experiment.info is not None and experiment.info.status == "completed"
     assert experiment.url.endswith(f"/llm/experiments/{experiment.id}")
-    stored = open_backend().experiment_rows(experiment.id or "")
+    stored = stored_rows(experiment.id or "")
     assert len(stored) == 9
 
 
@@ -131,7 +140,7 @@ def test_raise_errors_raises_after_recording(llmobs: type[LLMObs], dataset: Any)
         experiment.run(jobs=1, raise_errors=True)
     assert experiment.info is not None
     assert experiment.info.status == "interrupted"
-    rows = open_backend().experiment_rows(experiment.id or "")
+    rows = stored_rows(experiment.id or "")
     assert [row.idx for row in rows] == [0, 1]  # what ran before the error is kept
     assert rows[1].error is not None and rows[1].error.type == "builtins.KeyError"
 
@@ -175,7 +184,7 @@ def test_retries_are_counted_on_the_row(llmobs: type[LLMObs], dataset: Any) -> N
     assert [row["retries"] for row in result["rows"]] == [2, 2, 2]
     assert all(row["error"]["type"] is None for row in result["rows"])
     assert sorted(delays) == [0, 0, 0, 1, 1, 1]
-    assert [row.retries for row in open_backend().experiment_rows(experiment.id or "")] == [2, 2, 2]
+    assert [row.retries for row in stored_rows(experiment.id or "")] == [2, 2, 2]
 
 
 def test_task_with_metadata_parameter(llmobs: type[LLMObs], dataset: Any) -> None:
@@ -306,7 +315,7 @@ def test_jobs_bounds_concurrency_and_spans_runs(llmobs: type[LLMObs]) -> None:
     experiment = llmobs.experiment("concurrency", slow, dataset, [exact_match], runs=3)
     experiment.run(jobs=4)
     assert peak == 4
-    rows = open_backend().experiment_rows(experiment.id or "")
+    rows = stored_rows(experiment.id or "")
     assert len(rows) == 36
     # Workers move on to run 2 before run 1's slowest row is done: no idle gap per run.
     by_run = {n: [r for r in rows if r.run_iteration == n] for n in (1, 2)}

@@ -102,8 +102,9 @@ class LLMObs:
             reason = f"site {site!r}: remote Assay servers come with `assay serve` support"
         else:
             reason = f"site {site!r} is not an Assay server"
+        kind = "the embedded store" if backend.location.startswith("/") else "the store"
         print(
-            f"assay: results go to the embedded store at {backend.location} ({reason})",
+            f"assay: results go to {kind} at {backend.location} ({reason})",
             file=sys.stderr,
         )
 
