@@ -442,3 +442,50 @@ def test_unpushed_dataset_changes_are_refused(llmobs: type[LLMObs], dataset: Any
     dataset.append({"input_data": {"q": "d"}, "expected_output": "D"})
     with pytest.raises(ExperimentError, match=r"dataset.push\(\)"):
         llmobs.experiment("unpushed", upper, dataset, [exact_match]).run()
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "Opaque()"
+
+
+def test_outputs_that_are_not_json_are_stored_as_text(llmobs: type[LLMObs], dataset: Any) -> None:
+    def opaque(input_data: Any, config: Any) -> Any:
+        return {"answer": Opaque(), "score": float("nan")}
+
+    experiment = llmobs.experiment("opaque", opaque, dataset, [exact_match])
+    result = experiment.run()
+    assert isinstance(result["rows"][0]["output"]["answer"], Opaque)
+    (row, *_) = stored_rows(experiment.id or "")
+    assert row.output == {"answer": "Opaque()", "score": None}
+
+
+def test_a_store_that_fails_mid_run_stops_the_experiment_with_a_clear_error(
+    assay_home: Path,
+) -> None:
+    import sqlite3
+
+    LLMObs.enable(project_name="failing-store")
+    dataset = LLMObs.create_dataset(
+        dataset_name="d", records=[{"input_data": i} for i in range(50)]
+    )
+    database = assay_home / "assay.db"
+    dropped = threading.Event()
+
+    def sabotage(input_data: Any, config: Any) -> Any:
+        if input_data == 5 and not dropped.is_set():
+            connection = sqlite3.connect(database)
+            connection.execute("DROP TABLE evaluations")
+            connection.commit()
+            connection.close()
+            dropped.set()
+        time.sleep(0.01)
+        return input_data
+
+    experiment = LLMObs.experiment("failing", sabotage, dataset, [exact_match], runs=20)
+    with pytest.raises(ExperimentError, match="could not be stored"):
+        experiment.run(jobs=2)
+    assert experiment.info is not None and experiment.info.status == "interrupted"
+    # Workers stopped soon after the failure instead of running all 1,000 pairs.
+    assert experiment.result is not None
+    assert sum(len(run.rows) for run in experiment.result["runs"]) < 1000

@@ -467,7 +467,7 @@ class Engine:
     # Entry points -------------------------------------------------------------------------
 
     def _next_pair(self) -> tuple[int, int] | None:
-        if self._stop:
+        if self._stop or self.writer.failed:
             return None
         try:
             return self._pairs.popleft()  # deque.popleft is atomic: no lock needed

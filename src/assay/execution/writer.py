@@ -39,6 +39,11 @@ class ResultWriter:
         self._thread = threading.Thread(target=self._loop, name="assay-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def failed(self) -> bool:
+        """True once a write has failed; later rows would be lost, so workers should stop."""
+        return self._error is not None
+
     def put(self, row: RowRecord) -> None:
         self._queue.put(row)
 
