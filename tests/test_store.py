@@ -180,3 +180,9 @@ def test_seed_example_runs_unchanged_but_for_its_import(assay_home: Path) -> Non
         ]
     finally:
         backend.close()
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from assay.store.sql.engine import HEAD_REVISION
+
+    assert head_revision() == HEAD_REVISION

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import numpy as np
-from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING
 
 from assay.evaluation import BaseEvaluator, EvaluatorContext, EvaluatorResult
 from assay.evaluators._support import require_callable
 
-EmbeddingFunction = Callable[[str], ArrayLike]
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
+
+EmbeddingFunction = Callable[[str], "ArrayLike"]
 """Turns a text into a vector of floats, e.g. an embeddings API or a local model."""
 
 
@@ -72,6 +74,8 @@ class SemanticSimilarityEvaluator(BaseEvaluator):
                 f"embedding_fn returned vectors of different lengths: {output_vector.size} "
                 f"for the output, {expected_vector.size} for the expected output"
             )
+        import numpy as np  # here, not at import: most experiments never load numpy
+
         norms = float(np.linalg.norm(output_vector)) * float(np.linalg.norm(expected_vector))
         if norms == 0:
             return self._result(0.5, "an embedding is all zeros, so it counts as orthogonal")
@@ -81,6 +85,8 @@ class SemanticSimilarityEvaluator(BaseEvaluator):
         return self._result(score, f"cosine similarity {cosine:.4f}")
 
     def _embed(self, text: str, what: str) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
+        import numpy as np
+
         vector = np.asarray(self.embedding_fn(text), dtype=np.float64)
         if vector.ndim != 1 or vector.size == 0:
             raise ValueError(

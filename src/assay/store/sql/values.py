@@ -38,7 +38,7 @@ def evaluation_values(evaluation: EvaluationRecord) -> tuple[Any, ...]:
         score = float(value)
         # An int must come back an int: keep it whole when the float would lose that.
         if isinstance(value, int):
-            raw = encode_json(value)
+            raw = str(value)  # an int's JSON text is its decimal text
     elif metric_type == "json":
         json_value = encode_json(value)
     elif value is not None:
