@@ -126,6 +126,7 @@ def test_show_json_matches_the_sdk(demo: SyncExperiment) -> None:
     assert info["id"] == demo.id and info["name"] == "capitals-simulated-model"
     assert info["project_name"] == "assay-demo"
     assert info["run_count"] == 3 and info["rows"] == 18 and info["status"] == "completed"
+    assert info["failed_rows"] == 0
     assert info["url"] == demo.url
     assert [run["run_iteration"] for run in info["runs"]] == [1, 2, 3]
     counts = [run.summary_evaluations["num_exact_matches"]["value"] for run in demo.runs]
@@ -184,6 +185,40 @@ def test_show_finds_an_experiment_by_prefix_or_name(demo: SyncExperiment, refere
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["experiment"]["id"] == demo.id
+
+
+def test_show_a_failed_experiment() -> None:
+    LLMObs.enable(project_name="failing")
+    dataset = LLMObs.create_dataset(
+        dataset_name="numbers", records=[{"input_data": {"x": x}} for x in range(3)]
+    )
+
+    def task(input_data: dict[str, int], config: dict[str, Any]) -> int:
+        if input_data["x"] == 1:
+            raise ZeroDivisionError("no ones")
+        return input_data["x"]
+
+    def positive(input_data: Any, output_data: Any, expected_output: Any) -> bool:
+        return bool(output_data > 0)
+
+    experiment = LLMObs.experiment(
+        name="failing", task=task, dataset=dataset, evaluators=[positive], runs=2
+    )
+    experiment.run(jobs=2)
+    LLMObs.disable()
+
+    result = invoke("show", "failing")
+
+    assert result.exit_code == 0, result.output
+    assert "failed" in result.stdout
+    assert "ZeroDivisionError: no ones" in result.stdout  # the error line of the header
+    assert "6 (2 with a task error)" in result.stdout
+    assert "errors" in result.stdout and "positive" in result.stdout
+    data = json.loads(invoke("show", "failing", "--json").stdout)
+    assert data["experiment"]["status"] == "failed"
+    assert data["experiment"]["failed_rows"] == 2
+    assert "ZeroDivisionError" in data["experiment"]["error"]
+    assert data["summary"] == json_roundtrip(experiment.summary())
 
 
 # assay experiments list ---------------------------------------------------------------------

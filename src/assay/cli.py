@@ -78,7 +78,7 @@ class _AssayGroup(TyperGroup):
         # Without standalone mode, an exit (--help, typer.Exit, Ctrl-C as 130) comes back
         # as its code instead of a SystemExit.
         if code == 130:
-            _fail("interrupted (what finished is stored; the experiment is marked so)", 130)
+            _fail("interrupted", 130)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -121,7 +121,8 @@ app.add_typer(experiments_app, name="experiments")
 
 def _stdout() -> Console:
     # Made per call, so the console writes to whatever sys.stdout is now (tests swap it).
-    return Console(soft_wrap=False, highlight=False)
+    # No markup or emoji: names and paths are the user's text, "[red]" and ":x:" included.
+    return Console(soft_wrap=False, highlight=False, markup=False, emoji=False)
 
 
 def _print_json(data: object) -> None:
@@ -242,13 +243,11 @@ def run(
     sys.path.insert(0, str(path.resolve().parent))
     try:
         runpy.run_path(script, run_name="__main__")
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as error:
+    except Exception as error:  # SystemExit and Ctrl-C go on: they are exits, not errors
         sys.stderr.write(_script_traceback(error, script))
         sys.exit(1)
     finally:
-        sys.argv[:] = saved_argv
+        sys.argv = saved_argv
         sys.path[:] = saved_path
         if forced_progress:
             os.environ.pop(PROGRESS.env, None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -32,6 +33,7 @@ from assay.store.backend import Backend
 from assay.store.records import JSON, ExperimentInfo, MetricType
 
 _NOTHING = "—"
+_RUN_COLUMNS = 10
 _STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
@@ -51,6 +53,8 @@ class ExperimentReport:
     """The one run shown, or None for all of them."""
     rows: int
     """Rows (record x run) stored for the runs shown."""
+    failed_rows: int
+    """Of those, the rows whose task call raised."""
     summary: dict[str, EvaluationSummary]
     record_summaries: list[RecordSummary]
     summary_evaluations: dict[str, SummaryEvaluationRuns]
@@ -73,14 +77,18 @@ def experiment_report(
     """
     experiment = pulled_experiment(backend, info)
     iterations = [run] if run is not None else [item.run_iteration for item in info.runs]
-    rows = sum(
-        len(item.rows) for item in experiment.runs if run is None or item.run_iteration == run
-    )
+    rows = [
+        row
+        for item in experiment.runs
+        if run is None or item.run_iteration == run
+        for row in item.rows
+    ]
     return ExperimentReport(
         info=info,
         experiment=experiment,
         run=run,
-        rows=rows,
+        rows=len(rows),
+        failed_rows=sum(1 for row in rows if row["error"]["type"] is not None),
         summary=experiment.summary(run=run),
         record_summaries=experiment.record_summaries(run=run),
         summary_evaluations=summarize_summary_evaluations(
@@ -139,9 +147,9 @@ def _categorical_share(record_values: Sequence[JSON], label: AggregateValue) -> 
     return f" ({sum(1 for value in present if value == label) / len(present):.0%})"
 
 
-def local_time(moment: datetime) -> str:
-    """A stored (UTC) time in the local time zone, to the second."""
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def local_time(moment: datetime, *, seconds: bool = True) -> str:
+    """A stored (UTC) time in the local time zone."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 # Tables -----------------------------------------------------------------------------------
@@ -163,7 +171,8 @@ def header(report: ExperimentReport) -> Table:
         grid.add_row("error", Text(info.error, style="red"))
     runs = f"{info.run_count}" + (f" (showing run {report.run})" if report.run else "")
     grid.add_row("runs", runs)
-    grid.add_row("rows", str(report.rows))
+    failed = f" ({report.failed_rows} with a task error)" if report.failed_rows else ""
+    grid.add_row("rows", f"{report.rows}{failed}")
     if info.evaluator_names or info.summary_evaluator_names:
         evaluators = ", ".join(info.evaluator_names)
         if info.summary_evaluator_names:
@@ -211,20 +220,30 @@ def summary_table(report: ExperimentReport) -> Table:
 
 
 def summary_evaluations_table(report: ExperimentReport) -> Table | None:
-    """One line per summary evaluator, one column per run; None when there are none."""
+    """One line per summary evaluator with its value in each run; None when there are none.
+
+    Up to ``_RUN_COLUMNS`` runs get a column each; more share one compact column, as the
+    evaluations do, so that fifty runs do not squeeze the table to nothing.
+    """
     if not report.summary_evaluations:
         return None
+    iterations = report.iterations
+    columns = len(iterations) <= _RUN_COLUMNS
     show_errors = any(item["errors"] for item in report.summary_evaluations.values())
     table = Table(title="Summary evaluations", title_justify="left", title_style="bold")
     table.add_column("summary evaluator", no_wrap=True)
     table.add_column("type")
-    for iteration in report.iterations:
-        table.add_column(f"run {iteration}", justify="right")
+    if columns:
+        for iteration in iterations:
+            table.add_column(f"run {iteration}", justify="right")
+    else:
+        table.add_column(f"per run ({iterations[0]}..{iterations[-1]})")
     if show_errors:
         table.add_column("errors", justify="right")
     for label, item in report.summary_evaluations.items():
+        values = [format_value(value) for value in item["per_run"]]
         cells: list[str | Text] = [label, item["metric_type"]]
-        cells += [format_value(value) for value in item["per_run"]]
+        cells += values if columns else ["  ".join(values)]
         if show_errors:
             cells.append(str(item["errors"]))
         table.add_row(*cells)
@@ -259,16 +278,27 @@ def listed_experiment(backend: Backend, info: ExperimentInfo, *, url: str) -> Li
 
 def experiments_table(items: Sequence[ListedExperiment], *, title: str) -> Table:
     """``assay experiments list``: one line per experiment, newest first."""
-    table = Table(title=title, title_justify="left", title_style="bold")
+    # No rules between columns and one space of padding: nine columns must fit a
+    # 100-column terminal; on narrower ones the text columns fold rather than vanish.
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     table.add_column("id", no_wrap=True, style="cyan")
     table.add_column("name", overflow="fold")
     table.add_column("project", overflow="fold")
     table.add_column("dataset", overflow="fold")
     table.add_column("runs", justify="right")
     table.add_column("rows", justify="right")
-    table.add_column("status", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("evaluations", no_wrap=True)
+    table.add_column("status")
+    table.add_column("created")
+    table.add_column("evaluations", overflow="fold")
     for item in items:
         info = item.info
         # One evaluation per line keeps the column narrow, so names need not wrap.
@@ -284,7 +314,7 @@ def experiments_table(items: Sequence[ListedExperiment], *, title: str) -> Table
             str(info.run_count),
             str(item.rows),
             Text(info.status, style=_STATUS_STYLE.get(info.status, "")),
-            local_time(info.created_at),
+            local_time(info.created_at, seconds=False),
             evaluations or _NOTHING,
         )
     return table
@@ -307,7 +337,10 @@ def info_json(info: ExperimentInfo, *, url: str, rows: int) -> dict[str, Any]:
 def report_json(report: ExperimentReport) -> dict[str, Any]:
     """``assay show --json``: the experiment, its summaries and its record summaries."""
     return {
-        "experiment": info_json(report.info, url=report.experiment.url, rows=report.rows),
+        "experiment": {
+            **info_json(report.info, url=report.experiment.url, rows=report.rows),
+            "failed_rows": report.failed_rows,
+        },
         "run": report.run,
         "summary": report.summary,
         "summary_evaluations": report.summary_evaluations,
