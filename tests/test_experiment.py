@@ -489,3 +489,44 @@ def test_a_store_that_fails_mid_run_stops_the_experiment_with_a_clear_error(
     # Workers stopped soon after the failure instead of running all 1,000 pairs.
     assert experiment.result is not None
     assert sum(len(run.rows) for run in experiment.result["runs"]) < 1000
+
+
+def test_current_row_tells_tasks_and_evaluators_which_row_runs(
+    llmobs: type[LLMObs], dataset: Any
+) -> None:
+    from assay import current_row
+
+    def task(input_data: Any, config: Any) -> Any:
+        row = current_row()
+        assert row is not None
+        return [row.record_id, row.idx, row.run_iteration]
+
+    def sees_row(input_data: Any, output_data: Any, expected_output: Any) -> bool:
+        row = current_row()
+        return row is not None and [row.record_id, row.idx, row.run_iteration] == output_data
+
+    class AsyncSeesRow(BaseAsyncEvaluator):
+        async def evaluate(self, context: EvaluatorContext) -> bool:
+            row = current_row()
+            return row is not None and row.run_iteration == context.output_data[2]
+
+    experiment = llmobs.experiment("context", task, dataset, [sees_row, AsyncSeesRow()], runs=3)
+    result = experiment.run(jobs=4)
+    for run in result["runs"]:
+        for row in run.rows:
+            assert row["output"] == [row["record_id"], row["idx"], run.run_iteration]
+            assert row["evaluations"]["sees_row"]["value"] is True
+            assert row["evaluations"]["AsyncSeesRow"]["value"] is True
+    assert current_row() is None
+
+    async def async_task(input_data: Any, config: Any) -> Any:
+        await asyncio.sleep(0)
+        row = current_row()
+        assert row is not None
+        return [row.record_id, row.idx, row.run_iteration]
+
+    asynchronous = llmobs.async_experiment("context-async", async_task, dataset, [sees_row], runs=2)
+    result = asyncio.run(asynchronous.run(jobs=3))
+    assert all(
+        row["evaluations"]["sees_row"]["value"] for run in result["runs"] for row in run.rows
+    )

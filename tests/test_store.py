@@ -186,3 +186,18 @@ def test_head_revision_constant_matches_the_migrations() -> None:
     from assay.store.sql.engine import HEAD_REVISION
 
     assert head_revision() == HEAD_REVISION
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "Cannot read the store URL"),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/none", "Cannot open the store"),
+        ("mysql+notadriver://x/y", "No database driver"),
+    ],
+)
+def test_bad_store_urls_are_clear_errors(url: str, message: str) -> None:
+    from assay.errors import StoreError
+
+    with pytest.raises(StoreError, match=message):
+        SqlBackend(url)

@@ -43,6 +43,7 @@ from assay.evaluators import (
     SemanticSimilarityEvaluator,
     StringCheckEvaluator,
 )
+from assay.execution.context import RowContext, current_row
 from assay.experiment import Experiment, SyncExperiment
 from assay.llmobs import ExperimentSummary, LLMObs
 from assay.results import ExperimentResult, ExperimentRowResult, ExperimentRun
@@ -74,9 +75,11 @@ __all__ = [
     "NotEnabledError",
     "RecordSummary",
     "RegexMatchEvaluator",
+    "RowContext",
     "SemanticSimilarityEvaluator",
     "StringCheckEvaluator",
     "SummaryEvaluatorContext",
     "SyncExperiment",
     "__version__",
+    "current_row",
 ]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assay.evaluation import EvaluatorResult
+from assay.execution.context import current_row
 from assay.execution.progress import ProgressDisplay
 from assay.experiment import SyncExperiment
 from assay.llmobs import LLMObs
@@ -133,13 +134,10 @@ class SimulatedModel:
     """An offline, deliberately noisy capital-city "LLM"; it never touches the network.
 
     Each call draws from its own ``random.Random`` seeded with a SHA-256 of the config's
-    ``seed``, the question and how many times this model has been asked that question
-    (1, 2, ...), so the same demo gives the same answers in any process — Python's
-    ``hash`` is salted per process and the global ``random`` is shared, so neither is used.
-    A task does not see its run number, and the engine starts the pairs of a record in run
-    order, so the n-th ask is run n; if a stalled worker ever swapped two of them, only
-    *which* run got which answer would change, never a record's answers across its runs
-    and so never an aggregate.
+    ``seed``, the question and the run it belongs to (:func:`assay.current_row`), so the
+    same demo gives the same answers in every run of every process — Python's ``hash`` is
+    salted per process and the global ``random`` is shared, so neither is used. Called
+    outside an experiment, the n-th ask of a question counts as run n.
 
     An answer is right with a probability that depends on the question's difficulty;
     otherwise it is a near miss (a misspelling) or a plausible wrong capital. Sometimes
@@ -155,9 +153,13 @@ class SimulatedModel:
     def answer(self, input_data: JSON, config: dict[str, JSON], metadata: dict[str, JSON]) -> str:
         """The task: answer ``input_data["question"]``."""
         question = str(input_data["question"]) if isinstance(input_data, dict) else str(input_data)
-        with self._lock:
-            ask = self._asked.get(question, 0) + 1
-            self._asked[question] = ask
+        row = current_row()
+        if row is not None:
+            ask = row.run_iteration
+        else:
+            with self._lock:
+                ask = self._asked.get(question, 0) + 1
+                self._asked[question] = ask
         rng = random.Random(_seed(config.get("seed", 0), question, ask))
         known = self._known.get(question)
         difficulty = str(metadata.get("difficulty", known.difficulty if known else "hard"))

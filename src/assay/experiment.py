@@ -332,10 +332,8 @@ class _ExperimentBase:
     def _check_run(self, run: int) -> None:
         iterations = self._run_iterations()
         if run not in iterations:
-            raise ValueError(
-                f"Experiment {self.name!r} has runs {iterations[0]}..{iterations[-1]}; "
-                f"there is no run {run}"
-            )
+            have = f"runs {iterations[0]}..{iterations[-1]}" if iterations else "no runs"
+            raise ValueError(f"Experiment {self.name!r} has {have}; there is no run {run}")
 
     def as_dataframe(self) -> pandas.DataFrame:
         """All runs stacked, one row per (record, run), with run_id and run_iteration first."""

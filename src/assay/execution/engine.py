@@ -32,6 +32,7 @@ from assay.execution.callables import (
     failed_evaluation,
     merge_labels,
 )
+from assay.execution.context import RowContext, current_row, set_current_row
 from assay.execution.progress import NoProgress, ProgressCounter, ProgressDisplay
 from assay.execution.writer import ResultWriter
 from assay.store.records import JSON, EvaluationRecord, RowRecord, RunInfo, StoredRecord
@@ -150,9 +151,20 @@ class Engine:
             evaluations=evaluations,
         )
 
+    def _row_context(self, run_index: int, record_index: int) -> RowContext:
+        run = self.plan.runs[run_index]
+        return RowContext(
+            experiment_id=self.plan.experiment_id,
+            record_id=self.plan.records[record_index].record_id,
+            idx=record_index,
+            run_id=run.run_id,
+            run_iteration=run.run_iteration,
+        )
+
     def _execute_sync(self, run_index: int, record_index: int) -> RowRecord:
         plan = self.plan
         record = plan.records[record_index]
+        set_current_row(self._row_context(run_index, record_index))
         arguments = plan.task.arguments(record.input_data, plan.config, record.metadata)
         function = plan.task.function
         output: JSON = None
@@ -231,6 +243,8 @@ class Engine:
     ) -> RowRecord:
         plan = self.plan
         record = plan.records[record_index]
+        row_context = self._row_context(run_index, record_index)
+        set_current_row(row_context)
         arguments = plan.task.arguments(record.input_data, plan.config, record.metadata)
         output: JSON = None
         failure: BaseException | None = None
@@ -267,7 +281,8 @@ class Engine:
                     await loop.run_in_executor(
                         pool,
                         functools.partial(
-                            self._evaluate_sync,
+                            self._evaluate_sync_in,
+                            row_context,
                             evaluator,
                             record_index,
                             output,
@@ -289,6 +304,11 @@ class Engine:
             trace_id,
             evaluations,
         )
+
+    def _evaluate_sync_in(self, row_context: RowContext, *arguments: Any) -> list[EvaluationRecord]:
+        # Executor threads do not inherit the coroutine's context: carry the row over.
+        set_current_row(row_context)
+        return self._evaluate_sync(*arguments)
 
     async def _evaluate_async(
         self,
@@ -330,7 +350,7 @@ class Engine:
                 self._async_thread.start()
                 self._async_loop = loop
             loop = self._async_loop
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        return asyncio.run_coroutine_threadsafe(_in_row(current_row(), coroutine), loop).result()
 
     # Bookkeeping ------------------------------------------------------------------------
 
@@ -479,6 +499,7 @@ class Engine:
             while (pair := self._next_pair()) is not None:
                 run_index, record_index = pair
                 row = self._execute_sync(run_index, record_index)
+                set_current_row(None)  # summary evaluators belong to a run, not a row
                 if self._finish(run_index, record_index, row):
                     self._summaries_sync(run_index)
         except BaseException as error:  # a bug or SystemExit in a task: stop everything
@@ -526,6 +547,7 @@ class Engine:
             while (pair := self._next_pair()) is not None:
                 run_index, record_index = pair
                 row = await self._execute_async(run_index, record_index, pool)
+                set_current_row(None)
                 if self._finish(run_index, record_index, row):
                     await self._summaries_async(run_index, pool)
 
@@ -563,6 +585,12 @@ class Engine:
             thread.join()
             loop.close()
             self._async_loop = self._async_thread = None
+
+
+async def _in_row(row: RowContext | None, coroutine: Any) -> Any:
+    # A task made by another thread's loop starts from that thread's context.
+    set_current_row(row)
+    return await coroutine
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, Outcome]) -> Outcome:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
@@ -33,7 +34,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def open_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL mode and their folder is created."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StoreError(
+            f"Cannot read the store URL {url!r}: {error}. Use a SQLAlchemy URL such as "
+            "sqlite:///path/to/assay.db or postgresql+psycopg://user@host/database"
+        ) from error
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         in_memory = database in ("", ":memory:")
@@ -53,7 +60,12 @@ def open_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ImportError, NoSuchModuleError) as error:
+        driver = parsed.get_backend_name()
+        hint = "pip install 'assay[postgres]'" if driver == "postgresql" else "install its driver"
+        raise StoreError(f"No database driver for {parsed.drivername!r}: {hint}") from error
 
 
 def _alembic_config() -> Any:
@@ -87,7 +99,14 @@ def migrate(engine: Engine) -> None:
     if key in _migrated and not key.endswith(":memory:"):
         return
     with _migrate_lock:
-        if current_revision(engine) != HEAD_REVISION:
+        try:
+            revision = current_revision(engine)
+        except OperationalError as error:
+            raise StoreError(
+                f"Cannot open the store at {engine.url.render_as_string()}: "
+                f"{str(error.orig).strip()}"
+            ) from error
+        if revision != HEAD_REVISION:
             from alembic import command
 
             with engine.begin() as connection:
