@@ -45,7 +45,11 @@ def main() -> None:
             records=[{"input_data": i} for i in range(arguments.records)],
         )
         experiment = LLMObs.experiment(
-            "concurrency", task, dataset, [same], config={"sleep": arguments.sleep},
+            "concurrency",
+            task,
+            dataset,
+            [same],
+            config={"sleep": arguments.sleep},
             runs=arguments.runs,
         )
         started = time.perf_counter()
@@ -54,10 +58,13 @@ def main() -> None:
         LLMObs.disable()
     ideal = arguments.records * arguments.runs * arguments.sleep / arguments.jobs
     efficiency = ideal / elapsed
-    print(f"workload: {arguments.records} records x {arguments.runs} runs, "
-          f"{arguments.sleep * 1000:.0f} ms task, jobs={arguments.jobs}")
+    print(
+        f"workload: {arguments.records} records x {arguments.runs} runs, "
+        f"{arguments.sleep * 1000:.0f} ms task, jobs={arguments.jobs}"
+    )
     print(f"ideal {ideal:.2f} s, measured {elapsed:.2f} s")
-    print(f"efficiency: {efficiency:.1%} (target >= 95%) -> {'OK' if efficiency >= 0.95 else 'MISSED'}")
+    verdict = "OK" if efficiency >= 0.95 else "MISSED"
+    print(f"efficiency: {efficiency:.1%} (target >= 95%) -> {verdict}")
 
 
 if __name__ == "__main__":
