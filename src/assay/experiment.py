@@ -237,12 +237,17 @@ class _ExperimentBase:
     def _conclude(self, engine: Engine, writer: ResultWriter, outcome: Outcome | None) -> None:
         """Flush, set the final status, build the result; raise what must be raised."""
         assert self._info is not None
+        outcome = outcome or engine.outcome
+        # Built while the writer drains: SQLite releases the GIL as it writes, so this
+        # Python work overlaps the last batches instead of following them.
+        self._rows = [row for run in outcome.rows for row in run if row is not None]
+        self._summaries = dict(outcome.summaries)
+        self.result = self._build_result(self._rows, self._summaries)
         write_error: BaseException | None = None
         try:
             writer.close()
         except BaseException as error:
             write_error = error
-        outcome = outcome or engine.outcome
         if outcome.raised is not None or outcome.interrupted or write_error is not None:
             status = "interrupted"
             reason = outcome.raised or write_error
@@ -253,9 +258,6 @@ class _ExperimentBase:
             status, message = "completed", None
         self._backend.set_experiment_status(self._info.id, status, message)  # type: ignore[arg-type]
         self._info = self._backend.get_experiment(self._info.id)
-        self._rows = [row for run in outcome.rows for row in run if row is not None]
-        self._summaries = dict(outcome.summaries)
-        self.result = self._build_result(self._rows, self._summaries)
         logger.info(
             "experiment %s %s: %d rows, %d errors",
             self.name,
