@@ -31,7 +31,15 @@ from assay.cli_render import (
     listed_json,
     report_json,
 )
-from assay.config import ASSAY_HOME, DATABASE_URL, PROGRESS, SERVER_URL, Setting, server_url
+from assay.config import (
+    ASSAY_HOME,
+    DATABASE_URL,
+    PROGRESS,
+    RESUME,
+    SERVER_URL,
+    Setting,
+    server_url,
+)
 from assay.demo import DEMO_QUESTIONS, run_demo
 from assay.errors import AssayError
 from assay.execution.progress import RichProgress
@@ -46,7 +54,7 @@ def _settings_epilog(*settings: Setting) -> str:
 
 
 _STORE_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL)
-_RUN_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL, PROGRESS, SERVER_URL)
+_RUN_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL, PROGRESS, RESUME, SERVER_URL)
 
 
 class _AssayGroup(TyperGroup):
@@ -219,6 +227,14 @@ def run(
         list[str] | None,
         typer.Argument(metavar="ARGS", help="Arguments passed to the script as `sys.argv[1:]`."),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the newest unfinished experiment of each name the script runs: "
+            "only missing (record, run) pairs run. Sets ASSAY_RESUME=1 for the script.",
+        ),
+    ] = False,
 ) -> None:
     """Run a Python script as `__main__`, with a progress bar for its experiments.
 
@@ -239,6 +255,9 @@ def run(
     # user set ASSAY_PROGRESS themselves.
     if forced_progress:
         os.environ[PROGRESS.env] = "1"
+    saved_resume = os.environ.get(RESUME.env)
+    if resume:
+        os.environ[RESUME.env] = "1"
     sys.argv = [file, *(args or [])]
     sys.path.insert(0, str(path.resolve().parent))
     try:
@@ -251,6 +270,11 @@ def run(
         sys.path[:] = saved_path
         if forced_progress:
             os.environ.pop(PROGRESS.env, None)
+        if resume:
+            if saved_resume is None:
+                os.environ.pop(RESUME.env, None)
+            else:
+                os.environ[RESUME.env] = saved_resume
 
 
 def _script_traceback(error: BaseException, script: str) -> str:

@@ -64,11 +64,20 @@ SITE = Setting(
 API_KEY = Setting(name="api_key", env="DD_API_KEY", default="", help="API key (remote stores).")
 APP_KEY = Setting(name="app_key", env="DD_APP_KEY", default="", help="App key (remote stores).")
 
+RESUME = Setting(
+    name="resume",
+    env="ASSAY_RESUME",
+    default="0",
+    help="1: experiment.run() resumes the latest unfinished experiment of the same name "
+    "(what `assay run --resume` sets).",
+)
+
 SETTINGS: tuple[Setting, ...] = (
     ASSAY_HOME,
     DATABASE_URL,
     SERVER_URL,
     PROGRESS,
+    RESUME,
     PROJECT_NAME,
     SITE,
     API_KEY,

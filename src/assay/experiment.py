@@ -19,7 +19,7 @@ from assay.aggregation import (
     summarize,
     summarize_records,
 )
-from assay.config import server_url
+from assay.config import RESUME, server_url
 from assay.dataset import Dataset
 from assay.errors import ExperimentError
 from assay.execution.callables import (
@@ -33,6 +33,7 @@ from assay.execution.progress import ProgressDisplay, default_display
 from assay.execution.writer import ResultWriter
 from assay.gitinfo import git_tags
 from assay.results import ExperimentResult, ExperimentRun, build_result, rows_dataframe
+from assay.resume import check_resumable, find_resumable
 from assay.store.backend import Backend
 from assay.store.records import (
     JSON,
@@ -154,6 +155,7 @@ class _ExperimentBase:
         max_retries: int,
         retry_delay: Callable[[int], float] | None,
         display: ProgressDisplay | None,
+        resume: bool | None,
     ) -> tuple[Engine, ResultWriter]:
         if self._task is None or self._dataset is None:
             raise ExperimentError(
@@ -194,23 +196,45 @@ class _ExperimentBase:
             "experiment_name": self.name,
             **self._tags,
         }
-        runs = [RunInfo(run_id=str(uuid.uuid4()), run_iteration=n + 1) for n in range(self._runs)]
-        self._info = self._backend.create_experiment(
-            ExperimentSpec(
-                project_id=project.id,
-                dataset_id=dataset.id,
-                dataset_version=dataset.version,
-                name=self.name,
-                description=self._description,
-                config=self._config,
-                tags=tags,
-                run_count=self._runs,
-                task_name=self._task.name,
-                evaluator_names=tuple(e.label for e in self._evaluators),
-                summary_evaluator_names=tuple(e.label for e in self._summary_evaluators),
-            ),
-            runs,
+        spec = ExperimentSpec(
+            project_id=project.id,
+            dataset_id=dataset.id,
+            dataset_version=dataset.version,
+            name=self.name,
+            description=self._description,
+            config=self._config,
+            tags=tags,
+            run_count=self._runs,
+            task_name=self._task.name,
+            evaluator_names=tuple(e.label for e in self._evaluators),
+            summary_evaluator_names=tuple(e.label for e in self._summary_evaluators),
+            sample_size=sample_size,
         )
+        if resume is None:
+            resume = RESUME.value().lower() in ("1", "true", "yes", "on")
+        resumed = find_resumable(self._backend, project.id, self.name) if resume else None
+        stored_rows: list[RowRecord] = []
+        summarized: frozenset[int] = frozenset()
+        if resumed is not None:
+            check_resumable(resumed, spec)
+            self._info = resumed
+            runs = list(resumed.runs)
+            stored_rows = self._backend.experiment_rows(resumed.id)
+            summarized = frozenset(
+                item.run_iteration for item in self._backend.summary_evaluations(resumed.id)
+            )
+            logger.info(
+                "resuming experiment %s (%s): %d of %d rows already stored",
+                self.name,
+                resumed.id,
+                len(stored_rows),
+                len(records) * len(runs),
+            )
+        else:
+            runs = [
+                RunInfo(run_id=str(uuid.uuid4()), run_iteration=n + 1) for n in range(self._runs)
+            ]
+            self._info = self._backend.create_experiment(spec, runs)
         self._backend.set_experiment_status(self._info.id, "running")
         writer = ResultWriter(self._backend, self._info.id)
         plan = RunPlan(
@@ -225,6 +249,8 @@ class _ExperimentBase:
             raise_errors=raise_errors,
             max_retries=max_retries,
             retry_delay=retry_delay or default_retry_delay,
+            stored_rows=stored_rows,
+            summarized_runs=summarized,
         )
         engine = Engine(
             plan,
@@ -238,6 +264,9 @@ class _ExperimentBase:
         """Flush, set the final status, build the result; raise what must be raised."""
         assert self._info is not None
         outcome = outcome or engine.outcome
+        if engine.plan.summarized_runs:
+            for item in self._backend.summary_evaluations(self._info.id):
+                outcome.summaries.setdefault(item.run_iteration, []).append(item.evaluation)
         # Built while the writer drains: SQLite releases the GIL as it writes, so this
         # Python work overlaps the last batches instead of following them.
         self._rows = [row for run in outcome.rows for row in run if row is not None]
@@ -360,6 +389,7 @@ class SyncExperiment(_ExperimentBase):
         max_retries: int = 0,
         retry_delay: Callable[[int], float] | None = None,
         *,
+        resume: bool | None = None,
         display: ProgressDisplay | None = None,
     ) -> ExperimentResult:
         """Run the task over every record ``runs`` times, evaluate, store, return the rows.
@@ -367,9 +397,16 @@ class SyncExperiment(_ExperimentBase):
         ``jobs`` bounds how many task and evaluator calls run at once. With
         ``raise_errors=True`` the first task or evaluator error stops the experiment
         (after storing what finished) and is raised.
+
+        ``resume=True`` continues the newest unfinished experiment of this name in the
+        project (killed, interrupted): only the missing (record, run) pairs run, and
+        summary evaluators run for the runs that are then complete. It refuses, naming
+        what changed, when the dataset version, task, evaluators, config, runs or
+        sample differ. With nothing to resume it starts a new experiment. Default: the
+        ``ASSAY_RESUME`` setting (``assay run --resume`` sets it).
         """
         engine, writer = self._prepare(
-            jobs, raise_errors, sample_size, max_retries, retry_delay, display
+            jobs, raise_errors, sample_size, max_retries, retry_delay, display, resume
         )
         outcome: Outcome | None = None
         try:
@@ -398,11 +435,12 @@ class Experiment(_ExperimentBase):
         max_retries: int = 0,
         retry_delay: Callable[[int], float] | None = None,
         *,
+        resume: bool | None = None,
         display: ProgressDisplay | None = None,
     ) -> ExperimentResult:
         """Run on the caller's event loop; see :meth:`SyncExperiment.run`."""
         engine, writer = self._prepare(
-            jobs, raise_errors, sample_size, max_retries, retry_delay, display
+            jobs, raise_errors, sample_size, max_retries, retry_delay, display, resume
         )
         outcome: Outcome | None = None
         try:

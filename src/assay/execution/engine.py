@@ -60,8 +60,11 @@ class RunPlan:
     raise_errors: bool = False
     max_retries: int = 0
     retry_delay: RetryDelay = default_retry_delay
-    pairs: Sequence[tuple[int, int]] | None = None
-    """(run index, record index) pairs to execute; all of them when None."""
+    stored_rows: Sequence[RowRecord] = ()
+    """Rows already in the store (resuming): they are not run again, and they count
+    towards their run's completion and its summary evaluators."""
+    summarized_runs: frozenset[int] = frozenset()
+    """Run iterations whose summary evaluations are already stored."""
 
 
 @dataclass
@@ -91,17 +94,19 @@ class Engine:
         self.display = display or NoProgress()
         self.description = description
         runs, records = len(plan.runs), len(plan.records)
-        pairs = (
-            list(plan.pairs)
-            if plan.pairs is not None
-            else [(run, record) for run in range(runs) for record in range(records)]
-        )
+        self.outcome = Outcome(rows=[[None] * records for _ in range(runs)])
+        self._place_stored_rows()
+        pairs = [
+            (run, record)
+            for run in range(runs)
+            for record in range(records)
+            if self.outcome.rows[run][record] is None
+        ]
         self._pairs: deque[tuple[int, int]] = deque(pairs)
         self._remaining = [0] * runs
         for run, _record in pairs:
             self._remaining[run] += 1
         self.counter = ProgressCounter(total=len(pairs))
-        self.outcome = Outcome(rows=[[None] * records for _ in range(runs)])
         self._lock = threading.Lock()
         self._stop = False
         self._fatal: BaseException | None = None
@@ -112,6 +117,36 @@ class Engine:
         self._needs_label_merge = len({e.label for e in plan.evaluators}) < len(plan.evaluators)
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._async_thread: threading.Thread | None = None
+
+    def _place_stored_rows(self) -> None:
+        if not self.plan.stored_rows:
+            return
+        run_index = {run.run_iteration: n for n, run in enumerate(self.plan.runs)}
+        record_index = {record.record_id: n for n, record in enumerate(self.plan.records)}
+        for row in self.plan.stored_rows:
+            run, record = run_index.get(row.run_iteration), record_index.get(row.record_id)
+            if run is None or record is None:
+                continue  # a row of a record outside this sample: kept in the store, not run
+            self.outcome.rows[run][record] = row
+            if row.error is not None:
+                self.outcome.errors.append(f"{row.error.type}: {row.error.message}")
+            for evaluation in row.evaluations:
+                if evaluation.error is not None:
+                    self.outcome.errors.append(
+                        f"{evaluation.error.type}: {evaluation.error.message}"
+                    )
+
+    def _runs_to_summarize_first(self) -> list[int]:
+        """Runs complete before anything runs (resuming) whose summaries were never stored."""
+        if not self.plan.summary_evaluators:
+            return []
+        return [
+            n
+            for n, run in enumerate(self.plan.runs)
+            if self._remaining[n] == 0
+            and run.run_iteration not in self.plan.summarized_runs
+            and any(row is not None for row in self.outcome.rows[n])
+        ]
 
     # The per-pair path ------------------------------------------------------------------
 
@@ -519,6 +554,8 @@ class Engine:
         ]
         self.display.start(self.description, self.counter)
         try:
+            for run_index in self._runs_to_summarize_first():
+                self._summaries_sync(run_index)
             for worker in workers:
                 worker.start()
             for worker in workers:
@@ -557,6 +594,8 @@ class Engine:
                 await asyncio.sleep(0.1)
 
         self.display.start(self.description, self.counter)
+        for run_index in self._runs_to_summarize_first():
+            await self._summaries_async(run_index, pool)
         refreshing = asyncio.create_task(refresher())
         workers = [asyncio.create_task(worker()) for _ in range(jobs)]
         try:

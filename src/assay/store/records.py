@@ -108,6 +108,7 @@ class ExperimentSpec:
     task_name: str = ""
     evaluator_names: tuple[str, ...] = ()
     summary_evaluator_names: tuple[str, ...] = ()
+    sample_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,7 @@ class ExperimentInfo:
     task_name: str
     evaluator_names: tuple[str, ...]
     summary_evaluator_names: tuple[str, ...]
+    sample_size: int | None
     runs: tuple[RunInfo, ...]
     created_at: datetime
     updated_at: datetime
@@ -169,6 +171,49 @@ class EvaluationRecord:
 
 
 @dataclass(slots=True)
+class SpanRecord:
+    """A span inside a task call (an LLM call, a tool, a workflow step), under the row's root.
+
+    Token counts and ``estimated_cost`` (nanodollars) are this span's own; the row carries
+    the trace's roll-up.
+    """
+
+    span_id: str
+    parent_id: str
+    trace_id: str
+    name: str
+    kind: str
+    start_ns: int
+    duration_ns: int
+    error: ErrorInfo | None = None
+    input: JSON = None
+    output: JSON = None
+    metadata: dict[str, JSON] | None = None
+    tags: list[str] | None = None
+    model_name: str | None = None
+    model_provider: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    estimated_cost: int | None = None
+
+    @property
+    def status(self) -> Literal["ok", "error"]:
+        return "error" if self.error is not None else "ok"
+
+
+@dataclass(slots=True)
+class TraceRollup:
+    """Token counts and cost summed over a trace's LLM spans (None where nothing is known)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    estimated_total_cost: int | None = None
+    """Nanodollars (1e-9 USD); None when no span's model has a known price."""
+
+
+@dataclass(slots=True)
 class RowRecord:
     """One execution of the task on one record in one run: the root span of its trace."""
 
@@ -189,6 +234,12 @@ class RowRecord:
     error: ErrorInfo | None
     retries: int
     evaluations: list[EvaluationRecord]
+    spans: list[SpanRecord] = field(default_factory=list)
+    """Child spans of the root, in start order."""
+    rollup: TraceRollup | None = None
+    """Tokens and cost of the whole trace."""
+    root_metadata: dict[str, JSON] | None = None
+    """What ``LLMObs.annotate`` put on the root span (metadata, metrics, tags)."""
 
     @property
     def status(self) -> Literal["ok", "error"]:

@@ -191,6 +191,7 @@ class SqlBackend:
                     task_name=spec.task_name,
                     evaluator_names=list(spec.evaluator_names),
                     summary_evaluator_names=list(spec.summary_evaluator_names),
+                    sample_size=spec.sample_size,
                     created_at=now,
                     updated_at=now,
                 )
@@ -274,6 +275,7 @@ class SqlBackend:
                 task_name=row.task_name,
                 evaluator_names=tuple(row.evaluator_names),
                 summary_evaluator_names=tuple(row.summary_evaluator_names),
+                sample_size=row.sample_size,
                 runs=tuple(runs_by_experiment[row.id]),
                 created_at=_aware(row.created_at),
                 updated_at=_aware(row.updated_at),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,47 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+@contextmanager
+def _exclusive_migration(engine: Engine) -> Iterator[None]:
+    """Hold a lock that other processes migrating the same store also take.
+
+    Two processes opening a new store at once (an experiment, and `assay show` in another
+    terminal) must not both create its tables. SQLite gets a lock file beside the
+    database; PostgreSQL an advisory lock held for the migration's transaction.
+    """
+    database = engine.url.database or ""
+    if engine.dialect.name == "sqlite" and database not in ("", ":memory:"):
+        import fcntl
+
+        with open(f"{Path(database).expanduser()}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+def _upgrade(engine: Engine) -> None:
+    from alembic import command
+
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Transaction-scoped: released at commit, also if this process dies.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7311520441)"))
+        current = (
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            if connection.dialect.has_table(connection, "alembic_version")
+            else None
+        )
+        if current == HEAD_REVISION:
+            return  # another process migrated while this one waited for the lock
+        config = _alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (checked once per engine URL per process)."""
     key = engine.url.render_as_string(hide_password=False)
@@ -107,15 +150,11 @@ def migrate(engine: Engine) -> None:
                 f"{str(error.orig).strip()}"
             ) from error
         if revision != HEAD_REVISION:
-            from alembic import command
-
-            with engine.begin() as connection:
-                config = _alembic_config()
-                config.attributes["connection"] = connection
-                try:
-                    command.upgrade(config, "head")
-                except Exception as error:  # any driver error; say which store failed
-                    raise StoreError(
-                        f"Cannot migrate the store at {engine.url.render_as_string()}: {error}"
-                    ) from error
+            try:
+                with _exclusive_migration(engine):
+                    _upgrade(engine)
+            except Exception as error:  # any driver error; say which store failed
+                raise StoreError(
+                    f"Cannot migrate the store at {engine.url.render_as_string()}: {error}"
+                ) from error
     _migrated.add(key)

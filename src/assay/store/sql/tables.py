@@ -114,6 +114,7 @@ experiments = Table(
     Column("task_name", String(400), nullable=False, default=""),
     Column("evaluator_names", JSON, nullable=False),
     Column("summary_evaluator_names", JSON, nullable=False),
+    Column("sample_size", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_experiments_name", "project_id", "name"),

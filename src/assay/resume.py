@@ -1,0 +1,62 @@
+"""Resuming: which stored experiment an interrupted run continues, and whether it may.
+
+An experiment can be continued only with the same setup: the same dataset version, task,
+evaluators, config, number of runs and sample. Anything else would mix results of two
+different experiments under one id, so it is refused, naming what changed.
+"""
+
+from __future__ import annotations
+
+import json
+
+from assay.errors import ExperimentError
+from assay.store.backend import Backend
+from assay.store.records import JSON, ExperimentFilter, ExperimentInfo, ExperimentSpec
+
+UNFINISHED = ("created", "running", "interrupted")
+
+
+def find_resumable(backend: Backend, project_id: str, name: str) -> ExperimentInfo | None:
+    """The newest experiment of that name in the project that did not finish, if any."""
+    for info in backend.list_experiments(ExperimentFilter(name=name, project_id=project_id)):
+        if info.status in UNFINISHED:
+            return info
+    return None
+
+
+def _shown(value: JSON) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def check_resumable(info: ExperimentInfo, spec: ExperimentSpec) -> None:
+    """Raise ``ExperimentError`` naming every difference that forbids resuming ``info``."""
+    changes: list[str] = []
+    if info.dataset_id != spec.dataset_id:
+        changes.append("the dataset is a different one")
+    elif info.dataset_version != spec.dataset_version:
+        changes.append(
+            f"the dataset version changed ({info.dataset_version} -> {spec.dataset_version})"
+        )
+    if info.task_name != spec.task_name:
+        changes.append(f"the task changed ({info.task_name!r} -> {spec.task_name!r})")
+    if tuple(info.evaluator_names) != tuple(spec.evaluator_names):
+        changes.append(
+            f"the evaluators changed ({list(info.evaluator_names)} -> {list(spec.evaluator_names)})"
+        )
+    if tuple(info.summary_evaluator_names) != tuple(spec.summary_evaluator_names):
+        changes.append(
+            f"the summary evaluators changed ({list(info.summary_evaluator_names)} -> "
+            f"{list(spec.summary_evaluator_names)})"
+        )
+    if _shown(info.config) != _shown(spec.config):
+        changes.append(f"the config changed ({_shown(info.config)} -> {_shown(spec.config)})")
+    if info.run_count != spec.run_count:
+        changes.append(f"runs changed ({info.run_count} -> {spec.run_count})")
+    if info.sample_size != spec.sample_size:
+        changes.append(f"sample_size changed ({info.sample_size} -> {spec.sample_size})")
+    if changes:
+        raise ExperimentError(
+            f"Cannot resume experiment {info.name!r} ({info.id}): " + "; ".join(changes) + ". "
+            "Restore the original setup to resume it, or run without resume=True to start "
+            "a new experiment"
+        )
