@@ -32,6 +32,7 @@ from assay.execution.engine import Engine, Outcome, RunPlan, default_retry_delay
 from assay.execution.progress import ProgressDisplay, default_display
 from assay.execution.writer import ResultWriter
 from assay.gitinfo import git_tags
+from assay.rerun import MissingTaskStrategy, rerun_evaluators
 from assay.results import ExperimentResult, ExperimentRun, build_result, rows_dataframe
 from assay.resume import check_resumable, find_resumable
 from assay.store.backend import Backend
@@ -44,6 +45,7 @@ from assay.store.records import (
     RunInfo,
     StoredRecord,
 )
+from assay.variance import JudgeVariance, judge_variance
 
 if TYPE_CHECKING:
     import pandas
@@ -301,6 +303,21 @@ class _ExperimentBase:
         if outcome.raised is not None:
             raise outcome.raised
 
+    def _execute_blocking(self, engine: Engine, writer: ResultWriter) -> ExperimentResult:
+        """Run the engine to the end from sync code, conclude, re-raise a Ctrl-C."""
+        outcome: Outcome | None = None
+        try:
+            if engine.plan.task.is_async:
+                outcome = run_coroutine(engine.run_async())
+            else:
+                outcome = engine.run_threads()
+        finally:
+            self._conclude(engine, writer, outcome)
+        if outcome.interrupted and outcome.raised is None:
+            raise KeyboardInterrupt
+        assert self.result is not None
+        return self.result
+
     def _build_result(
         self, rows: Sequence[RowRecord], summaries: dict[int, list[EvaluationRecord]]
     ) -> ExperimentResult:
@@ -372,6 +389,49 @@ class _ExperimentBase:
             raise ExperimentError(f"Experiment {self.name!r} has no results yet: call run()")
         return rows_dataframe(self.result["runs"])
 
+    def rerun_evaluators(
+        self,
+        evaluators: Sequence[Any],
+        task: Callable[..., Any] | None = None,
+        missing_task_strategy: MissingTaskStrategy = "raise",
+        jobs: int = 1,
+        raise_errors: bool = False,
+        max_retries: int = 0,
+        retry_delay: Callable[[int], float] | None = None,
+        summary_evaluators: Sequence[Any] | None = None,
+        *,
+        repeats: int = 1,
+    ) -> SyncExperiment:
+        """Score this experiment's stored outputs with ``evaluators``, into a child experiment.
+
+        The task is not run again (except, with ``missing_task_strategy="retry"``, for rows
+        whose task failed). ``repeats=K`` scores each output K times, so that
+        :meth:`judge_variance` on the child can tell the evaluator's own noise from the
+        task's. See :mod:`assay.rerun`.
+        """
+        return rerun_evaluators(
+            self,
+            evaluators,
+            task=task,
+            missing_task_strategy=missing_task_strategy,
+            jobs=jobs,
+            raise_errors=raise_errors,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            summary_evaluators=summary_evaluators,
+            repeats=repeats,
+        )
+
+    def judge_variance(self) -> dict[str, JudgeVariance]:
+        """For a ``rerun_evaluators(..., repeats=K)`` child: evaluator noise vs task variation."""
+        repeats = self._info.config.get("repeats") if self._info else None
+        if not isinstance(repeats, int) or repeats < 2 or self._info is None:
+            raise ExperimentError(
+                f"Experiment {self.name!r} does not score each output several times; make "
+                "one with experiment.rerun_evaluators(evaluators, repeats=3)"
+            )
+        return judge_variance(self._stored_rows(), repeats=repeats)
+
     @property
     def runs(self) -> list[ExperimentRun]:
         """The result's runs (empty before ``run()``)."""
@@ -408,18 +468,7 @@ class SyncExperiment(_ExperimentBase):
         engine, writer = self._prepare(
             jobs, raise_errors, sample_size, max_retries, retry_delay, display, resume
         )
-        outcome: Outcome | None = None
-        try:
-            if engine.plan.task.is_async:
-                outcome = run_coroutine(engine.run_async())
-            else:
-                outcome = engine.run_threads()
-        finally:
-            self._conclude(engine, writer, outcome)
-        if outcome.interrupted and outcome.raised is None:
-            raise KeyboardInterrupt
-        assert self.result is not None
-        return self.result
+        return self._execute_blocking(engine, writer)
 
 
 class Experiment(_ExperimentBase):

@@ -35,7 +35,14 @@ from assay.execution.callables import (
 from assay.execution.context import RowContext, current_row, set_current_row
 from assay.execution.progress import NoProgress, ProgressCounter, ProgressDisplay
 from assay.execution.writer import ResultWriter
-from assay.store.records import JSON, EvaluationRecord, RowRecord, RunInfo, StoredRecord
+from assay.store.records import (
+    JSON,
+    ErrorInfo,
+    EvaluationRecord,
+    RowRecord,
+    RunInfo,
+    StoredRecord,
+)
 
 RetryDelay = Callable[[int], float]
 
@@ -65,6 +72,11 @@ class RunPlan:
     towards their run's completion and its summary evaluators."""
     summarized_runs: frozenset[int] = frozenset()
     """Run iterations whose summary evaluations are already stored."""
+    replay: Sequence[Sequence[RowRecord | None]] | None = None
+    """Re-scoring: per [run index][record index], the stored row whose output the
+    evaluators score instead of calling the task (None: call the task for that pair)."""
+    skip: frozenset[tuple[int, int]] = frozenset()
+    """(run index, record index) pairs not to execute at all."""
 
 
 @dataclass
@@ -100,7 +112,7 @@ class Engine:
             (run, record)
             for run in range(runs)
             for record in range(records)
-            if self.outcome.rows[run][record] is None
+            if self.outcome.rows[run][record] is None and (run, record) not in plan.skip
         ]
         self._pairs: deque[tuple[int, int]] = deque(pairs)
         self._remaining = [0] * runs
@@ -157,7 +169,7 @@ class Engine:
         start_ns: int,
         duration_ns: int,
         output: JSON,
-        error: BaseException | None,
+        error: ErrorInfo | None,
         retries: int,
         span_id: str,
         trace_id: str,
@@ -181,7 +193,7 @@ class Engine:
             expected_output=record.expected_output,
             record_metadata=record.metadata,
             tags=record.tags,
-            error=error_info(error) if error is not None else None,
+            error=error,
             retries=retries,
             evaluations=evaluations,
         )
@@ -196,29 +208,41 @@ class Engine:
             run_iteration=run.run_iteration,
         )
 
+    def _replayed(self, run_index: int, record_index: int) -> RowRecord | None:
+        """The stored row whose output this pair re-scores, when re-scoring."""
+        if self.plan.replay is None:
+            return None
+        return self.plan.replay[run_index][record_index]
+
     def _execute_sync(self, run_index: int, record_index: int) -> RowRecord:
         plan = self.plan
         record = plan.records[record_index]
         set_current_row(self._row_context(run_index, record_index))
-        arguments = plan.task.arguments(record.input_data, plan.config, record.metadata)
-        function = plan.task.function
         output: JSON = None
-        failure: BaseException | None = None
+        failure: ErrorInfo | None = None
         retries = 0
         start_ns = time.time_ns()
         started = time.perf_counter_ns()
-        while True:
-            try:
-                output = function(*arguments)
-                break
-            except Exception as error:
-                if retries < plan.max_retries and not self._stop:
-                    time.sleep(plan.retry_delay(retries))
-                    retries += 1
-                    continue
-                failure = error
-                break
-        duration_ns = time.perf_counter_ns() - started
+        replayed = self._replayed(run_index, record_index)
+        if replayed is not None:
+            output, failure = replayed.output, replayed.error
+        else:
+            arguments = plan.task.arguments(record.input_data, plan.config, record.metadata)
+            function = plan.task.function
+            while True:
+                try:
+                    output = function(*arguments)
+                    break
+                except Exception as error:
+                    if retries < plan.max_retries and not self._stop:
+                        time.sleep(plan.retry_delay(retries))
+                        retries += 1
+                        continue
+                    failure = error_info(error)
+                    break
+        duration_ns = (
+            replayed.duration_ns if replayed is not None else time.perf_counter_ns() - started
+        )
         span_id = str(random.getrandbits(63) or 1)
         trace_id = f"{random.getrandbits(128):032x}"
         timestamp_ms = start_ns // 1_000_000
@@ -280,24 +304,30 @@ class Engine:
         record = plan.records[record_index]
         row_context = self._row_context(run_index, record_index)
         set_current_row(row_context)
-        arguments = plan.task.arguments(record.input_data, plan.config, record.metadata)
         output: JSON = None
-        failure: BaseException | None = None
+        failure: ErrorInfo | None = None
         retries = 0
         start_ns = time.time_ns()
         started = time.perf_counter_ns()
-        while True:
-            try:
-                output = await plan.task.function(*arguments)
-                break
-            except Exception as error:
-                if retries < plan.max_retries and not self._stop:
-                    await asyncio.sleep(plan.retry_delay(retries))
-                    retries += 1
-                    continue
-                failure = error
-                break
-        duration_ns = time.perf_counter_ns() - started
+        replayed = self._replayed(run_index, record_index)
+        if replayed is not None:
+            output, failure = replayed.output, replayed.error
+        else:
+            arguments = plan.task.arguments(record.input_data, plan.config, record.metadata)
+            while True:
+                try:
+                    output = await plan.task.function(*arguments)
+                    break
+                except Exception as error:
+                    if retries < plan.max_retries and not self._stop:
+                        await asyncio.sleep(plan.retry_delay(retries))
+                        retries += 1
+                        continue
+                    failure = error_info(error)
+                    break
+        duration_ns = (
+            replayed.duration_ns if replayed is not None else time.perf_counter_ns() - started
+        )
         span_id = str(random.getrandbits(63) or 1)
         trace_id = f"{random.getrandbits(128):032x}"
         timestamp_ms = start_ns // 1_000_000
