@@ -266,6 +266,11 @@ def test_label_present_only_in_some_rows(rows: list[RowRecord]) -> None:
         "errors": 0,
         "missing": 3,
         "mode": None,
+        "sd": None,
+        "min": None,
+        "max": None,
+        "agreement": None,
+        "flaky": None,
     }
 
 
@@ -293,6 +298,11 @@ def test_label_with_nothing_usable_keeps_its_recorded_type() -> None:
         "errors": 11,
         "missing": 1,
         "per_run": [None, None, None],
+        "stderr": None,
+        "ci95": None,
+        "run_sd": None,
+        "pass_at_k": None,
+        "pass_hat_k": None,
     }
     nans = {"score": {i: [math.nan] * 3 for i in range(4)}}
     assert summarize(experiment_rows(nans), RUNS)["score"]["metric_type"] == "score"

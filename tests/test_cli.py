@@ -178,6 +178,37 @@ def test_show_table(demo: SyncExperiment) -> None:
         assert text in out, text
 
 
+def test_show_table_has_intervals_run_spread_and_pass_at_k(demo: SyncExperiment) -> None:
+    result = invoke("show", experiment_id(demo))
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    summary = demo.summary()
+    exact, overlap = summary["exact_match"], summary["overlap"]
+    assert exact["ci95"] is not None and overlap["ci95"] is not None
+    assert exact["pass_at_k"] is not None and exact["pass_hat_k"] is not None
+    low, high = exact["ci95"]
+    for text in (
+        "95% CI",
+        f"[{low:.1%}, {high:.1%}]",
+        f"[{overlap['ci95'][0]:.3g}, {overlap['ci95'][1]:.3g}]",
+        "Across runs",
+        "run sd",
+        f"{overlap['run_sd']:.3g}",
+        f"pass@1 {exact['pass_at_k'][1]:.0%} · pass@3 {exact['pass_at_k'][3]:.0%}",
+        f"pass^3 {exact['pass_hat_k'][3]:.0%}",
+        "flaky",
+        "agreement",
+    ):
+        assert text in out, text
+    flaky = sum(bool(r["evaluations"]["exact_match"]["flaky"]) for r in demo.record_summaries())
+    assert f"{flaky}/6 flaky" in out
+
+    one_run = invoke("show", experiment_id(demo), "--run", "2").stdout
+    assert "95% CI" in one_run
+    assert "Across runs" not in one_run and "pass@" not in one_run
+
+
 @pytest.mark.parametrize("reference", ["prefix", "name"])
 def test_show_finds_an_experiment_by_prefix_or_name(demo: SyncExperiment, reference: str) -> None:
     given = experiment_id(demo)[:8] if reference == "prefix" else demo.name

@@ -49,6 +49,15 @@ categorical, and each value is compared by its text: a string stays as it is and
 value becomes ``str(value)``. A label with no usable value at all takes the metric type
 recorded on its evaluations if they all agree, else categorical.
 
+**Uncertainty and stability.** Each summary also carries its standard error and 95%
+interval (``stderr``, ``ci95``), clustered by record: for a score the interval is of the
+mean of the record means, for a boolean of the mean of the records' shares, with the
+records as the independent units; ``run_sd``, the spread of the per-run values; and for
+booleans ``pass_at_k`` and ``pass_hat_k``. Each record's aggregate carries how stable its
+runs are: ``sd``, ``min`` and ``max`` for scores, ``agreement`` for categorical labels and
+``flaky`` for booleans. :mod:`assay.stats` defines each of these statistics. None of them
+changes a ``value``.
+
 **Duplicates.** Rows whose ``run_iteration`` is not one of the experiment's run iterations
 are ignored. If the same (record, run, label) appears more than once, the last one in
 ``rows`` wins.
@@ -67,6 +76,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypedDict
 
+from assay import stats
 from assay.evaluation import metric_type_of
 from assay.store.records import (
     JSON,
@@ -116,6 +126,30 @@ class EvaluationSummary(TypedDict):
     """The summary rule applied to each run alone, in run order; ``None`` for a run with no
     usable value."""
 
+    stderr: float | None
+    """Score and boolean: the standard error of ``value``, clustered by record, i.e.
+    ``sd(record values, ddof=1) / sqrt(records)``. ``None`` with fewer than two records and
+    for other metric types."""
+
+    ci95: list[float] | None
+    """Score and boolean: the 95% interval ``[low, high]`` of ``value``, Student's t with
+    ``records - 1`` degrees of freedom (cut to ``[0, 1]`` for booleans). ``None`` with fewer
+    than two records and for other metric types."""
+
+    run_sd: float | None
+    """Score and boolean: the sample standard deviation of the ``per_run`` values, i.e. how
+    much the summary moves from one run to another. ``None`` with fewer than two runs that
+    have a value, and for other metric types."""
+
+    pass_at_k: dict[int, float | None] | None
+    """Boolean only: ``k`` to the chance that at least one of ``k`` runs of a record passes,
+    for ``k = 1..runs`` (unbiased estimator, averaged over the records with at least ``k``
+    usable runs; ``None`` for a ``k`` no record reaches). ``None`` for other types."""
+
+    pass_hat_k: dict[int, float | None] | None
+    """Boolean only: ``k`` to the chance that all of ``k`` runs of a record pass, for
+    ``k = 1..runs``, averaged like ``pass_at_k``. ``None`` for other metric types."""
+
 
 class RecordEvaluation(TypedDict):
     """One evaluation label of one record, aggregated across the runs."""
@@ -141,6 +175,24 @@ class RecordEvaluation(TypedDict):
     mode: bool | None
     """Boolean labels only: the most frequent run value (``False`` wins a tie); ``None`` for
     other metric types and when no run has a usable value."""
+
+    sd: float | None
+    """Score labels only: the sample standard deviation of the usable run values
+    (``ddof=1``); ``None`` with fewer than two, and for other metric types."""
+
+    min: float | None
+    """Score labels only: the smallest usable run value; ``None`` when there is none."""
+
+    max: float | None
+    """Score labels only: the largest usable run value; ``None`` when there is none."""
+
+    agreement: float | None
+    """Categorical labels only: the share of usable runs equal to the most frequent value
+    (1.0 when all agree); ``None`` when there is none, and for other metric types."""
+
+    flaky: bool | None
+    """Boolean labels only: whether the usable runs disagree (some ``True``, some
+    ``False``); ``None`` when there is none, and for other metric types."""
 
 
 class RecordSummary(TypedDict):
@@ -333,6 +385,22 @@ def _summarize_label(table: _Table, label: str) -> EvaluationSummary:
     for position in range(len(table.runs)):
         run_values = [e["runs"][position] for e in evaluations]
         per_run.append(_aggregate(metric_type, [v for v in run_values if v is not None]))
+    estimate = stats.MeanEstimate(None, None, None)
+    spread: float | None = None
+    at_k: dict[int, float | None] | None = None
+    hat_k: dict[int, float | None] | None = None
+    if metric_type in ("score", "boolean"):
+        bounds = (0.0, 1.0) if metric_type == "boolean" else None
+        numbers = [value for value in record_values if isinstance(value, float)]
+        estimate = stats.clustered_mean(numbers, bounds=bounds)
+        spread = stats.run_sd([v for v in per_run if isinstance(v, float)])
+    if metric_type == "boolean":
+        counts = [
+            (len(e["runs"]) - e["errors"] - e["missing"], e["runs"].count(True))
+            for e in evaluations
+            if e["value"] is not None
+        ]
+        at_k, hat_k = stats.pass_curves(counts, len(table.runs))
     return EvaluationSummary(
         metric_type=metric_type,
         value=_aggregate(metric_type, record_values),
@@ -340,6 +408,11 @@ def _summarize_label(table: _Table, label: str) -> EvaluationSummary:
         errors=sum(e["errors"] for e in evaluations),
         missing=sum(e["missing"] for e in evaluations),
         per_run=per_run,
+        stderr=estimate.stderr,
+        ci95=estimate.ci95,
+        run_sd=spread,
+        pass_at_k=at_k,
+        pass_hat_k=hat_k,
     )
 
 
@@ -364,17 +437,36 @@ def _record_evaluations(table: _Table, label: str) -> list[RecordEvaluation]:
         if metric_type == "boolean" and values:
             # More True than False; a tie goes to False, whose text sorts first.
             mode = 2 * sum(values) > len(values)
-        result.append(
-            RecordEvaluation(
-                metric_type=metric_type,
-                value=_aggregate(metric_type, values),
-                runs=runs,
-                errors=errors,
-                missing=run_count - errors - len(values),
-                mode=mode,
-            )
+        entry = RecordEvaluation(
+            metric_type=metric_type,
+            value=_aggregate(metric_type, values),
+            runs=runs,
+            errors=errors,
+            missing=run_count - errors - len(values),
+            mode=mode,
+            sd=None,
+            min=None,
+            max=None,
+            agreement=None,
+            flaky=None,
         )
+        if values:
+            _add_stability(entry, values)
+        result.append(entry)
     return result
+
+
+def _add_stability(entry: RecordEvaluation, values: list[JSON]) -> None:
+    """Fill in how much a record's usable run values agree (see :mod:`assay.stats`)."""
+    metric_type = entry["metric_type"]
+    if metric_type == "score":
+        entry["sd"] = stats.sample_sd(values)
+        entry["min"] = min(values)
+        entry["max"] = max(values)
+    elif metric_type == "categorical":
+        entry["agreement"] = stats.agreement(values)
+    elif metric_type == "boolean":
+        entry["flaky"] = stats.flaky(values)
 
 
 def _no_evaluation(metric_type: MetricType, run_count: int) -> RecordEvaluation:
@@ -385,6 +477,11 @@ def _no_evaluation(metric_type: MetricType, run_count: int) -> RecordEvaluation:
         errors=0,
         missing=run_count,
         mode=None,
+        sd=None,
+        min=None,
+        max=None,
+        agreement=None,
+        flaky=None,
     )
 
 

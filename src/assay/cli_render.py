@@ -23,6 +23,7 @@ from rich.text import Text
 from assay.aggregation import (
     AggregateValue,
     EvaluationSummary,
+    RecordEvaluation,
     RecordSummary,
     SummaryEvaluationRuns,
     summarize,
@@ -147,6 +148,57 @@ def _categorical_share(record_values: Sequence[JSON], label: AggregateValue) -> 
     return f" ({sum(1 for value in present if value == label) / len(present):.0%})"
 
 
+def format_interval(metric_type: MetricType, interval: Sequence[float] | None) -> str:
+    """A 95% interval as ``[low, high]``, in the same units as its aggregate."""
+    if interval is None:
+        return _NOTHING
+    low, high = interval
+    if metric_type == "boolean":
+        return f"[{low:.1%}, {high:.1%}]"
+    return f"[{_number(low)}, {_number(high)}]"
+
+
+def _run_spread(metric_type: MetricType, run_sd: float | None) -> str:
+    if run_sd is None:
+        return _NOTHING
+    return f"{run_sd:.1%}" if metric_type == "boolean" else _number(run_sd)
+
+
+def _share(value: float | None) -> str:
+    return _NOTHING if value is None else f"{value:.0%}"
+
+
+def across_runs(item: EvaluationSummary, records: Sequence[RecordEvaluation]) -> str:
+    """How the records of a label hold up across their runs, compactly.
+
+    Booleans: ``pass@1 62% · pass@5 90%`` over ``pass^5 31% · 4/20 flaky`` (the first and
+    last k; flaky records are those whose runs disagree). Categorical: the mean share of a
+    record's runs that agree with its mode. Scores: the mean of the records' run sd.
+    """
+    usable = [e for e in records if e["value"] is not None]
+    if item["metric_type"] == "boolean":
+        flaky = f"{sum(1 for e in usable if e['flaky'])}/{len(usable)} flaky"
+        at_k, hat_k = item["pass_at_k"] or {}, item["pass_hat_k"] or {}
+        if not at_k:
+            return flaky
+        last = max(at_k)
+        ks = [1, last] if last > 1 else [1]
+        # Two short lines keep the table within a 100-column terminal.
+        first = " · ".join(f"pass@{k} {_share(at_k[k])}" for k in ks)
+        return f"{first}\npass^{last} {_share(hat_k.get(last))} · {flaky}"
+    if item["metric_type"] == "categorical":
+        agreements = [e["agreement"] for e in usable if e["agreement"] is not None]
+        return f"agreement {_share(_average(agreements))}" if agreements else ""
+    if item["metric_type"] == "score":
+        sds = [e["sd"] for e in usable if e["sd"] is not None]
+        return f"record sd {_number(_average(sds))}" if sds else ""
+    return ""
+
+
+def _average(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
 def local_time(moment: datetime, *, seconds: bool = True) -> str:
     """A stored (UTC) time in the local time zone."""
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
@@ -185,37 +237,59 @@ def header(report: ExperimentReport) -> Table:
 
 
 def summary_table(report: ExperimentReport) -> Table:
-    """One line per evaluation label: type, aggregate, records, errors, value of each run."""
-    several_runs = len(report.iterations) > 1
+    """One line per evaluation label: type, aggregate, its 95% interval, records, errors."""
     show_missing = any(item["missing"] for item in report.summary.values())
     title = "Evaluations" if report.run is None else f"Evaluations, run {report.run}"
     table = Table(title=title, title_justify="left", title_style="bold")
     table.add_column("evaluation", no_wrap=True)
     table.add_column("type")
     table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
     table.add_column("records", justify="right")
     table.add_column("errors", justify="right")
     if show_missing:
         table.add_column("missing", justify="right")
-    if several_runs:
-        runs = report.iterations
-        table.add_column(f"per run ({runs[0]}..{runs[-1]})")
     for label, item in report.summary.items():
         metric_type = item["metric_type"]
         value = format_aggregate(metric_type, item["value"])
-        per_run = _compact_per_run(metric_type, item["per_run"])
         if metric_type == "categorical":
             records = [rs["evaluations"][label] for rs in report.record_summaries]
             value += _categorical_share([e["value"] for e in records], item["value"])
-        cells: list[str | Text] = [label, metric_type, value, str(item["records"])]
+        cells: list[str | Text] = [label, metric_type, value]
+        cells.append(format_interval(metric_type, item["ci95"]))
+        cells.append(str(item["records"]))
         cells.append(Text(str(item["errors"]), style="red" if item["errors"] else ""))
         if show_missing:
             cells.append(str(item["missing"]))
-        if several_runs:
-            cells.append(per_run)
         table.add_row(*cells)
     if not report.summary:
-        table.add_row(_NOTHING, "", "no evaluations stored", "", "")
+        table.add_row(_NOTHING, "", "no evaluations stored", "", "", "")
+    return table
+
+
+def runs_table(report: ExperimentReport) -> Table | None:
+    """With several runs, one line per label: how its value moves between the runs.
+
+    The spread of the per-run values, each run's value, and how stable the records are
+    (see :func:`across_runs`). ``None`` when one run is shown or there is no evaluation.
+    """
+    runs = report.iterations
+    if len(runs) < 2 or not report.summary:
+        return None
+    table = Table(title="Across runs", title_justify="left", title_style="bold")
+    table.add_column("evaluation", no_wrap=True)
+    table.add_column("run sd", justify="right")
+    table.add_column(f"per run ({runs[0]}..{runs[-1]})")
+    table.add_column("records across runs")
+    for label, item in report.summary.items():
+        metric_type = item["metric_type"]
+        records = [rs["evaluations"][label] for rs in report.record_summaries]
+        table.add_row(
+            label,
+            _run_spread(metric_type, item["run_sd"]),
+            _compact_per_run(metric_type, item["per_run"]),
+            across_runs(item, records),
+        )
     return table
 
 
@@ -251,8 +325,11 @@ def summary_evaluations_table(report: ExperimentReport) -> Table | None:
 
 
 def experiment_view(report: ExperimentReport) -> RenderableType:
-    """The whole of ``assay show``: header, evaluations, summary evaluations."""
+    """The whole of ``assay show``: header, evaluations, across runs, summary evaluations."""
     parts: list[RenderableType] = [header(report), Text(""), summary_table(report)]
+    runs = runs_table(report)
+    if runs is not None:
+        parts += [Text(""), runs]
     summaries = summary_evaluations_table(report)
     if summaries is not None:
         parts += [Text(""), summaries]
