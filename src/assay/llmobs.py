@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from assay import dataset as datasets
-from assay import loaders
+from assay import loaders, tracing
 from assay.aggregation import EvaluationSummary, summarize
 from assay.config import API_KEY, APP_KEY, PROJECT_NAME, SITE
 from assay.dataset import Dataset, DatasetRecord
@@ -23,6 +23,7 @@ from assay.experiment import Experiment, SyncExperiment, pulled_experiment
 from assay.store import open_backend
 from assay.store.backend import Backend
 from assay.store.records import JSON, ExperimentFilter, ExperimentInfo, ProjectInfo
+from assay.tracing import Span, SpanScope
 
 if TYPE_CHECKING:
     import pandas
@@ -348,6 +349,118 @@ class LLMObs:
             )
         )
         return [_experiment_summary(backend, info) for info in infos]
+
+    # Tracing ----------------------------------------------------------------------------
+    # Spans inside a task call. Each helper is a context manager and a decorator; outside
+    # a running experiment it records nothing and does not fail.
+
+    @classmethod
+    def llm(
+        cls,
+        model_name: str | None = None,
+        name: str | None = None,
+        model_provider: str | None = None,
+        session_id: str | None = None,
+        ml_app: str | None = None,
+    ) -> SpanScope:
+        """A call to a language model; its token metrics give the trace's tokens and cost.
+
+        ``model_provider`` uses ddtrace's names (``openai``, ``anthropic``...)::
+
+            with LLMObs.llm(model_name="gpt-4o-mini", model_provider="openai"):
+                LLMObs.annotate(metrics={"input_tokens": 120, "output_tokens": 30})
+        """
+        return tracing.llm(
+            model_name=model_name,
+            name=name,
+            model_provider=model_provider,
+            session_id=session_id,
+            ml_app=ml_app,
+        )
+
+    @classmethod
+    def embedding(
+        cls,
+        model_name: str | None = None,
+        name: str | None = None,
+        model_provider: str | None = None,
+        session_id: str | None = None,
+        ml_app: str | None = None,
+    ) -> SpanScope:
+        """A call to an embedding model; its tokens and cost roll up like an LLM call's."""
+        return tracing.embedding(
+            model_name=model_name,
+            name=name,
+            model_provider=model_provider,
+            session_id=session_id,
+            ml_app=ml_app,
+        )
+
+    @classmethod
+    def workflow(
+        cls, name: str | None = None, session_id: str | None = None, ml_app: str | None = None
+    ) -> SpanScope:
+        """A predefined sequence of steps."""
+        return tracing.workflow(name=name, session_id=session_id, ml_app=ml_app)
+
+    @classmethod
+    def task(
+        cls, name: str | None = None, session_id: str | None = None, ml_app: str | None = None
+    ) -> SpanScope:
+        """A standalone step that calls no model and no external service."""
+        return tracing.task(name=name, session_id=session_id, ml_app=ml_app)
+
+    @classmethod
+    def tool(
+        cls, name: str | None = None, session_id: str | None = None, ml_app: str | None = None
+    ) -> SpanScope:
+        """A call to an external interface or API."""
+        return tracing.tool(name=name, session_id=session_id, ml_app=ml_app)
+
+    @classmethod
+    def agent(
+        cls, name: str | None = None, session_id: str | None = None, ml_app: str | None = None
+    ) -> SpanScope:
+        """A loop in which a model decides which actions to take."""
+        return tracing.agent(name=name, session_id=session_id, ml_app=ml_app)
+
+    @classmethod
+    def retrieval(
+        cls, name: str | None = None, session_id: str | None = None, ml_app: str | None = None
+    ) -> SpanScope:
+        """A search returning documents from a knowledge base."""
+        return tracing.retrieval(name=name, session_id=session_id, ml_app=ml_app)
+
+    @classmethod
+    def annotate(
+        cls,
+        span: Span | None = None,
+        prompt: JSON = None,
+        input_data: JSON = None,
+        output_data: JSON = None,
+        metadata: dict[str, JSON] | None = None,
+        metrics: dict[str, int | float] | None = None,
+        tags: dict[str, JSON] | None = None,
+        tool_definitions: list[dict[str, JSON]] | None = None,
+        _name: str | None = None,
+    ) -> None:
+        """Record data on ``span``, else the innermost open span, else the task's root span.
+
+        Input, output and prompt replace what was there; metadata, metrics and tags are
+        merged. ``metrics={"input_tokens": ..., "output_tokens": ...}`` on an LLM span
+        makes the trace's token counts and estimated cost. Outside an experiment, a no-op.
+        """
+        tracing.annotate(
+            span,
+            prompt=prompt,
+            input_data=input_data,
+            output_data=output_data,
+            metadata=metadata,
+            metrics=metrics,
+            tags=tags,
+            tool_definitions=tool_definitions,
+            name=_name,
+        )
 
 
 def _experiment_summary(backend: Backend, info: ExperimentInfo) -> ExperimentSummary:
