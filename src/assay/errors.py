@@ -39,5 +39,9 @@ class ExperimentError(AssayError, RuntimeError):
     """An experiment that cannot run as configured, or a failure raised by ``raise_errors``."""
 
 
+class BudgetExceededError(ExperimentError):
+    """An experiment stopped starting calls because its estimated cost reached the budget."""
+
+
 class StoreError(AssayError):
     """The store cannot be opened or migrated."""

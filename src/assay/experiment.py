@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from assay._version import __version__
@@ -21,7 +22,7 @@ from assay.aggregation import (
 )
 from assay.config import RESUME, server_url
 from assay.dataset import Dataset
-from assay.errors import ExperimentError
+from assay.errors import BudgetExceededError, ExperimentError
 from assay.execution.callables import (
     Evaluator,
     SummaryEvaluator,
@@ -63,6 +64,37 @@ def _error_summary(errors: Sequence[str]) -> str | None:
     # ddtrace's rule: each distinct "Type: message" once, in order of first appearance.
     unique = list(dict.fromkeys(errors))
     return "; ".join(unique) if unique else None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``run()`` was asked to run, checked once."""
+
+    jobs: int
+    raise_errors: bool = False
+    sample_size: int | None = None
+    max_retries: int = 0
+    retry_delay: Callable[[int], float] | None = None
+    timeout: float | None = None
+    budget: float | None = None
+    """US dollars of estimated cost after which no new call starts."""
+    resume: bool | None = None
+    display: ProgressDisplay | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("jobs", self.jobs, 1)
+        _check_int("max_retries", self.max_retries, 0)
+        if self.sample_size is not None:
+            _check_int("sample_size", self.sample_size, 1)
+        if self.retry_delay is not None and not callable(self.retry_delay):
+            raise TypeError("retry_delay must be a function of the attempt number, or None")
+        for name in ("timeout", "budget"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                unit = "seconds" if name == "timeout" else "US dollars"
+                raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
 
 
 class _ExperimentBase:
@@ -149,27 +181,14 @@ class _ExperimentBase:
 
     # Running ----------------------------------------------------------------------------
 
-    def _prepare(
-        self,
-        jobs: int,
-        raise_errors: bool,
-        sample_size: int | None,
-        max_retries: int,
-        retry_delay: Callable[[int], float] | None,
-        display: ProgressDisplay | None,
-        resume: bool | None,
-    ) -> tuple[Engine, ResultWriter]:
+    def _prepare(self, options: RunOptions) -> tuple[Engine, ResultWriter]:
         if self._task is None or self._dataset is None:
             raise ExperimentError(
                 f"Experiment {self.name!r} was pulled from the store and has no task or "
                 "dataset to run; create one with LLMObs.experiment(...)"
             )
-        _check_int("jobs", jobs, 1)
-        _check_int("max_retries", max_retries, 0)
-        if sample_size is not None:
-            _check_int("sample_size", sample_size, 1)
-        if retry_delay is not None and not callable(retry_delay):
-            raise TypeError("retry_delay must be a function of the attempt number, or None")
+        sample_size = options.sample_size
+        resume = options.resume
         dataset = self._dataset
         if dataset.has_unpushed_changes:
             raise ExperimentError(
@@ -247,17 +266,19 @@ class _ExperimentBase:
             task=self._task,
             evaluators=self._evaluators,
             summary_evaluators=self._summary_evaluators,
-            jobs=jobs,
-            raise_errors=raise_errors,
-            max_retries=max_retries,
-            retry_delay=retry_delay or default_retry_delay,
+            jobs=options.jobs,
+            raise_errors=options.raise_errors,
+            max_retries=options.max_retries,
+            retry_delay=options.retry_delay or default_retry_delay,
+            timeout=options.timeout,
+            budget=round(options.budget * 1e9) if options.budget is not None else None,
             stored_rows=stored_rows,
             summarized_runs=summarized,
         )
         engine = Engine(
             plan,
             writer,
-            display=display if display is not None else default_display(),
+            display=options.display if options.display is not None else default_display(),
             description=f"{self.name} ({len(records)} records x {self._runs} runs)",
         )
         return engine, writer
@@ -279,7 +300,11 @@ class _ExperimentBase:
             writer.close()
         except BaseException as error:
             write_error = error
-        if outcome.raised is not None or outcome.interrupted or write_error is not None:
+        budget_error = self._budget_error(engine, outcome)
+        message: str | None
+        if budget_error is not None:
+            status, message = "interrupted", str(budget_error)
+        elif outcome.raised is not None or outcome.interrupted or write_error is not None:
             status = "interrupted"
             reason = outcome.raised or write_error
             message = _error_summary(outcome.errors) or (str(reason) if reason else None)
@@ -290,11 +315,12 @@ class _ExperimentBase:
         self._backend.set_experiment_status(self._info.id, status, message)  # type: ignore[arg-type]
         self._info = self._backend.get_experiment(self._info.id)
         logger.info(
-            "experiment %s %s: %d rows, %d errors",
+            "experiment %s %s: %d rows, %d errors, %d rate-limited calls retried",
             self.name,
             status,
             len(self._rows),
             len(outcome.errors),
+            outcome.rate_limited,
         )
         if write_error is not None:
             raise ExperimentError(
@@ -302,6 +328,19 @@ class _ExperimentBase:
             ) from write_error
         if outcome.raised is not None:
             raise outcome.raised
+        if budget_error is not None:
+            raise budget_error
+
+    @staticmethod
+    def _budget_error(engine: Engine, outcome: Outcome) -> BudgetExceededError | None:
+        budget = engine.plan.budget
+        if not outcome.budget_exhausted or budget is None:
+            return None
+        return BudgetExceededError(
+            f"Estimated cost reached the budget of ${budget / 1e9:.4f} "
+            f"(${outcome.spent / 1e9:.4f} spent): no new calls were started. Finish it with "
+            "run(resume=True, budget=...) and a larger budget"
+        )
 
     def _execute_blocking(self, engine: Engine, writer: ResultWriter) -> ExperimentResult:
         """Run the engine to the end from sync code, conclude, re-raise a Ctrl-C."""
@@ -449,6 +488,8 @@ class SyncExperiment(_ExperimentBase):
         max_retries: int = 0,
         retry_delay: Callable[[int], float] | None = None,
         *,
+        timeout: float | None = None,
+        budget: float | None = None,
         resume: bool | None = None,
         display: ProgressDisplay | None = None,
     ) -> ExperimentResult:
@@ -464,9 +505,26 @@ class SyncExperiment(_ExperimentBase):
         what changed, when the dataset version, task, evaluators, config, runs or
         sample differ. With nothing to resume it starts a new experiment. Default: the
         ``ASSAY_RESUME`` setting (``assay run --resume`` sets it).
+
+        Rate limits (HTTP 429, a provider's rate-limit error) are waited out, honouring
+        ``Retry-After``, and lower how many calls run at once until the provider keeps up;
+        they do not count against ``max_retries``. ``timeout`` fails a task or evaluator
+        call that takes longer (seconds). ``budget`` (US dollars of estimated cost) stops
+        starting new calls once passed; the experiment is then ``interrupted`` and can be
+        resumed.
         """
         engine, writer = self._prepare(
-            jobs, raise_errors, sample_size, max_retries, retry_delay, display, resume
+            RunOptions(
+                jobs=jobs,
+                raise_errors=raise_errors,
+                sample_size=sample_size,
+                max_retries=max_retries,
+                retry_delay=retry_delay,
+                timeout=timeout,
+                budget=budget,
+                resume=resume,
+                display=display,
+            )
         )
         return self._execute_blocking(engine, writer)
 
@@ -484,12 +542,24 @@ class Experiment(_ExperimentBase):
         max_retries: int = 0,
         retry_delay: Callable[[int], float] | None = None,
         *,
+        timeout: float | None = None,
+        budget: float | None = None,
         resume: bool | None = None,
         display: ProgressDisplay | None = None,
     ) -> ExperimentResult:
         """Run on the caller's event loop; see :meth:`SyncExperiment.run`."""
         engine, writer = self._prepare(
-            jobs, raise_errors, sample_size, max_retries, retry_delay, display, resume
+            RunOptions(
+                jobs=jobs,
+                raise_errors=raise_errors,
+                sample_size=sample_size,
+                max_retries=max_retries,
+                retry_delay=retry_delay,
+                timeout=timeout,
+                budget=budget,
+                resume=resume,
+                display=display,
+            )
         )
         outcome: Outcome | None = None
         try:

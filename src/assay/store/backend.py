@@ -119,9 +119,13 @@ class Backend(Protocol):
     ) -> None: ...
 
     def experiment_rows(
-        self, experiment_id: str, *, run_iteration: int | None = None
+        self, experiment_id: str, *, run_iteration: int | None = None, with_spans: bool = False
     ) -> list[RowRecord]:
-        """Stored rows, ordered by run iteration then record index."""
+        """Stored rows, ordered by run iteration then record index.
+
+        Each row carries its trace's token and cost roll-up; ``with_spans`` also loads the
+        child spans (LLM calls, tools) of every row.
+        """
         ...
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]: ...

@@ -26,8 +26,10 @@ from assay.store.records import (
     RecordUpdate,
     RowRecord,
     RunInfo,
+    SpanRecord,
     StoredRecord,
     SummaryEvaluationRecord,
+    TraceRollup,
 )
 from assay.store.sql import datasets as dataset_store
 from assay.store.sql.bulk import BulkInsert, encode_json
@@ -68,8 +70,81 @@ SPAN_COLUMNS = (
     "error_message",
     "error_stack",
     "retries",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "estimated_total_cost",
+    "model_name",
+    "model_provider",
+    "annotations",
 )
 EVALUATION_KEYS = ("experiment_id", "run_iteration", "record_id", "span_id")
+
+
+def _child_span_values(row: RowRecord, span: SpanRecord) -> tuple[Any, ...]:
+    """A child span's columns, in SPAN_COLUMNS order; its tokens and cost are its own."""
+    error = span.error
+    return (
+        row.experiment_id,
+        row.run_iteration,
+        row.record_id,
+        row.idx,
+        span.span_id,
+        span.trace_id,
+        span.parent_id,
+        span.name,
+        span.kind,
+        span.start_ns,
+        span.duration_ns,
+        "error" if error else "ok",
+        encode_json(span.input),
+        encode_json(span.output),
+        None,
+        encode_json(span.metadata or {}),
+        encode_json(span.tags or []),
+        error.type if error else None,
+        error.message if error else None,
+        error.stack if error else None,
+        0,
+        span.input_tokens,
+        span.output_tokens,
+        span.total_tokens,
+        span.estimated_cost,
+        span.model_name,
+        span.model_provider,
+        None,
+    )
+
+
+def _error_from_columns(row: Any) -> ErrorInfo | None:
+    if row.error_type is None:
+        return None
+    return ErrorInfo(
+        type=row.error_type, message=row.error_message or "", stack=row.error_stack or ""
+    )
+
+
+def _span_from_columns(row: Any) -> SpanRecord:
+    return SpanRecord(
+        span_id=row.span_id,
+        parent_id=row.parent_id,
+        trace_id=row.trace_id,
+        name=row.name,
+        kind=row.kind,
+        start_ns=row.start_ns,
+        duration_ns=row.duration_ns,
+        error=_error_from_columns(row),
+        input=row.input,
+        output=row.output,
+        metadata=row.metadata,
+        tags=row.tags,
+        model_name=row.model_name,
+        model_provider=row.model_provider,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        total_tokens=row.total_tokens,
+        estimated_cost=row.estimated_total_cost,
+    )
 
 
 def _now() -> datetime:
@@ -373,6 +448,7 @@ class SqlBackend:
         evaluation_values_: list[tuple[Any, ...]] = []
         for row in rows:
             error = row.error
+            rollup = row.rollup
             span_values.append(
                 (
                     row.experiment_id,
@@ -396,8 +472,17 @@ class SqlBackend:
                     error.message if error else None,
                     error.stack if error else None,
                     row.retries,
+                    rollup.input_tokens if rollup else None,
+                    rollup.output_tokens if rollup else None,
+                    rollup.total_tokens if rollup else None,
+                    rollup.estimated_total_cost if rollup else None,
+                    None,
+                    None,
+                    encode_json(row.root_metadata) if row.root_metadata else None,
                 )
             )
+            for span in row.spans:
+                span_values.append(_child_span_values(row, span))
             keys = (row.experiment_id, row.run_iteration, row.record_id, row.span_id)
             for evaluation in row.evaluations:
                 evaluation_values_.append(keys + evaluation_values(evaluation))
@@ -420,7 +505,7 @@ class SqlBackend:
             )
 
     def experiment_rows(
-        self, experiment_id: str, *, run_iteration: int | None = None
+        self, experiment_id: str, *, run_iteration: int | None = None, with_spans: bool = False
     ) -> list[RowRecord]:
         span_query = select(spans).where(
             spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None)
@@ -428,8 +513,12 @@ class SqlBackend:
         evaluation_query = select(evaluation_table).where(
             evaluation_table.c.experiment_id == experiment_id
         )
+        child_query = select(spans).where(
+            spans.c.experiment_id == experiment_id, spans.c.parent_id.is_not(None)
+        )
         if run_iteration is not None:
             span_query = span_query.where(spans.c.run_iteration == run_iteration)
+            child_query = child_query.where(spans.c.run_iteration == run_iteration)
             evaluation_query = evaluation_query.where(
                 evaluation_table.c.run_iteration == run_iteration
             )
@@ -439,11 +528,20 @@ class SqlBackend:
             evaluation_rows = connection.execute(
                 evaluation_query.order_by(evaluation_table.c.pk)
             ).all()
+            child_rows = (
+                connection.execute(child_query.order_by(spans.c.start_ns, spans.c.pk)).all()
+                if with_spans
+                else []
+            )
         by_span: dict[str, list[EvaluationRecord]] = defaultdict(list)
         for evaluation_row in evaluation_rows:
             by_span[evaluation_row.span_id].append(evaluation_from_columns(evaluation_row))
-        return [
-            RowRecord(
+        children: dict[str, list[SpanRecord]] = defaultdict(list)
+        for child in child_rows:
+            children[child.trace_id].append(_span_from_columns(child))
+        rows = []
+        for row in span_rows:
+            record = RowRecord(
                 experiment_id=row.experiment_id,
                 run_iteration=row.run_iteration,
                 record_id=row.record_id,
@@ -458,20 +556,21 @@ class SqlBackend:
                 expected_output=row.expected_output,
                 record_metadata=row.metadata,
                 tags=row.tags,
-                error=(
-                    ErrorInfo(
-                        type=row.error_type,
-                        message=row.error_message or "",
-                        stack=row.error_stack or "",
-                    )
-                    if row.error_type is not None
-                    else None
-                ),
+                error=_error_from_columns(row),
                 retries=row.retries,
                 evaluations=by_span.get(row.span_id, []),
+                spans=children.get(row.trace_id, []),
+                root_metadata=row.annotations,
             )
-            for row in span_rows
-        ]
+            if row.total_tokens is not None or row.estimated_total_cost is not None:
+                record.rollup = TraceRollup(
+                    input_tokens=row.input_tokens,
+                    output_tokens=row.output_tokens,
+                    total_tokens=row.total_tokens,
+                    estimated_total_cost=row.estimated_total_cost,
+                )
+            rows.append(record)
+        return rows
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]:
         with self.engine.connect() as connection:

@@ -162,6 +162,11 @@ spans = Table(
     Column("output_tokens", BigInteger, nullable=True),
     Column("total_tokens", BigInteger, nullable=True),
     Column("estimated_total_cost", BigInteger, nullable=True),
+    Column("model_name", String(200), nullable=True),
+    Column("model_provider", String(100), nullable=True),
+    # What LLMObs.annotate() put on the root span (metadata, metrics, tags); on a root,
+    # "metadata" is the dataset record's metadata, as ddtrace records it.
+    Column("annotations", JSON, nullable=True),
     Index(
         "uq_spans_row",
         "experiment_id",

@@ -200,6 +200,9 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.BigInteger(), nullable=True),
         sa.Column("total_tokens", sa.BigInteger(), nullable=True),
         sa.Column("estimated_total_cost", sa.BigInteger(), nullable=True),
+        sa.Column("model_name", sa.String(length=200), nullable=True),
+        sa.Column("model_provider", sa.String(length=100), nullable=True),
+        sa.Column("annotations", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["experiment_id"], ["experiments.id"], name=op.f("fk_spans_experiment_id_experiments")
         ),
