@@ -558,3 +558,24 @@ def test_evaluators_are_safe_to_share_between_threads() -> None:
     with ThreadPoolExecutor(8) as pool:
         values = list(pool.map(lambda output: check.evaluate(row(output)).value, outputs))
     assert values == [bool(i % 2) for i in range(400)]
+
+
+def test_arguments_can_be_given_by_position_as_in_ddtrace() -> None:
+    # ddtrace 4.16 takes every argument positionally; scripts written for it must run.
+    import re
+
+    from assay.evaluation import EvaluatorContext
+    from assay.evaluators import (
+        JSONEvaluator,
+        LengthEvaluator,
+        RegexMatchEvaluator,
+        StringCheckEvaluator,
+    )
+
+    def context(output: object, expected: object = None) -> EvaluatorContext:
+        return EvaluatorContext(input_data=None, output_data=output, expected_output=expected)
+
+    assert StringCheckEvaluator("eq", False, True).evaluate(context(" PARIS ", "paris")).value
+    assert RegexMatchEvaluator("par", "match", re.IGNORECASE).evaluate(context("Paris")).value
+    assert not LengthEvaluator(1, 3, "words").evaluate(context("a b c d")).value
+    assert JSONEvaluator(["a"], None, "has_a").evaluate(context('{"a": 1}')).value

@@ -29,7 +29,7 @@ class ExperimentRowResult(TypedDict, total=False):
     """Index of the record in the dataset (or its sampled subset)."""
     record_id: str
     span_id: str
-    """The root span's id (a 64-bit decimal string)."""
+    """The root span's id (a decimal string of a random 63-bit number)."""
     trace_id: str
     """The trace's id (32 hex characters)."""
     timestamp: int
@@ -218,8 +218,10 @@ def rows_dataframe(runs: Sequence[ExperimentRun]) -> pandas.DataFrame:
             flat[("duration", "")] = row["duration"] / 1e9
             flat[("span_id", "")] = row["span_id"]
             records.append(flat)
-    frame = pandas.DataFrame.from_records(records)
-    if not records:
-        return frame
-    frame.columns = pandas.MultiIndex.from_tuples(list(frame.columns))
-    return frame
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    if not columns:
+        return pandas.DataFrame()
+    return pandas.DataFrame(
+        [[record.get(column) for column in columns] for record in records],
+        columns=pandas.MultiIndex.from_tuples(columns),
+    )

@@ -28,7 +28,6 @@ class JSONEvaluator(BaseEvaluator):
     def __init__(
         self,
         required_keys: Iterable[str] | None = None,
-        *,
         output_extractor: Extractor | None = None,
         name: str | None = None,
     ) -> None:

@@ -33,7 +33,6 @@ class LengthEvaluator(BaseEvaluator):
         self,
         min_length: int | None = None,
         max_length: int | None = None,
-        *,
         count_type: str = "characters",
         output_extractor: Extractor | None = None,
         name: str | None = None,

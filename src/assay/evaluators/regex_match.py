@@ -43,7 +43,6 @@ class RegexMatchEvaluator(BaseEvaluator):
         self,
         pattern: str,
         match_mode: str = "search",
-        *,
         flags: int = 0,
         output_extractor: Extractor | None = None,
         name: str | None = None,

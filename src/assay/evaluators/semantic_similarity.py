@@ -41,7 +41,6 @@ class SemanticSimilarityEvaluator(BaseEvaluator):
         self,
         embedding_fn: EmbeddingFunction,
         threshold: float = 0.7,
-        *,
         name: str | None = None,
     ) -> None:
         """Check ``embedding_fn`` and ``threshold``; raise ``TypeError``/``ValueError`` if bad."""

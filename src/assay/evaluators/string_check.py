@@ -41,7 +41,6 @@ class StringCheckEvaluator(BaseEvaluator):
     def __init__(
         self,
         operation: str = "eq",
-        *,
         case_sensitive: bool = True,
         strip_whitespace: bool = False,
         output_extractor: Extractor | None = None,
