@@ -243,3 +243,46 @@ def test_kill_minus_nine_then_resume_gives_the_uninterrupted_result(tmp_path: Pa
         _, stderr = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, stderr
         assert _summaries(home) == expected, f"killed after {stored} rows"
+
+
+@pytest.mark.slow
+def test_resume_refuses_an_experiment_still_running_in_a_live_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "experiment.py"
+    script.write_text(RESUMABLE.replace("time.sleep(0.005)", "time.sleep(0.05)"))
+    home = tmp_path / "home"
+    process = _run_script(script, home)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (home / "assay.db").exists():
+                backend = SqlBackend(f"sqlite:///{home}/assay.db")
+                try:
+                    running = [i for i in backend.list_experiments() if i.status == "running"]
+                finally:
+                    backend.close()
+                if running:
+                    break
+            time.sleep(0.05)
+        monkeypatch.setenv("ASSAY_HOME", str(home))
+        LLMObs.enable(project_name="resume")
+        dataset = LLMObs.pull_dataset("numbers")
+
+        def task(input_data: Any, config: Any) -> Any:
+            return input_data
+
+        def high(input_data: Any, output_data: Any, expected_output: Any) -> bool:
+            return True
+
+        def highs(inputs: Any, outputs: Any, expected_outputs: Any, evaluators_results: Any) -> int:
+            return 0
+
+        experiment = LLMObs.experiment(
+            "kill-and-resume", task, dataset, [high], summary_evaluators=[highs], runs=3
+        )
+        with pytest.raises(ExperimentError, match="is still running in process"):
+            experiment.run(resume=True)
+    finally:
+        process.kill()
+        process.communicate()

@@ -35,7 +35,7 @@ from assay.execution.writer import ResultWriter
 from assay.gitinfo import git_tags
 from assay.rerun import MissingTaskStrategy, rerun_evaluators
 from assay.results import ExperimentResult, ExperimentRun, build_result, rows_dataframe
-from assay.resume import check_resumable, find_resumable
+from assay.resume import check_resumable, find_resumable, this_runner
 from assay.store.backend import Backend
 from assay.store.records import (
     JSON,
@@ -256,7 +256,7 @@ class _ExperimentBase:
                 RunInfo(run_id=str(uuid.uuid4()), run_iteration=n + 1) for n in range(self._runs)
             ]
             self._info = self._backend.create_experiment(spec, runs)
-        self._backend.set_experiment_status(self._info.id, "running")
+        self._backend.set_experiment_status(self._info.id, "running", runner=this_runner())
         writer = ResultWriter(self._backend, self._info.id)
         plan = RunPlan(
             experiment_id=self._info.id,

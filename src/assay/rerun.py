@@ -25,6 +25,7 @@ from assay.execution.callables import Task
 from assay.execution.engine import Engine, RunPlan, default_retry_delay
 from assay.execution.progress import default_display
 from assay.execution.writer import ResultWriter
+from assay.resume import this_runner
 from assay.store.records import ExperimentSpec, RowRecord, RunInfo
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def rerun_evaluators(
         ),
         runs,
     )
-    backend.set_experiment_status(child._info.id, "running")
+    backend.set_experiment_status(child._info.id, "running", runner=this_runner())
     writer = ResultWriter(backend, child._info.id)
     engine = Engine(
         RunPlan(

@@ -8,6 +8,8 @@ different experiments under one id, so it is refused, naming what changed.
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 from assay.errors import ExperimentError
 from assay.store.backend import Backend
@@ -16,11 +18,43 @@ from assay.store.records import JSON, ExperimentFilter, ExperimentInfo, Experime
 UNFINISHED = ("created", "running", "interrupted")
 
 
+def this_runner() -> str:
+    """``host:pid`` of this process, as stored on the experiments it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_here(runner: str | None) -> bool:
+    """Whether ``runner`` is another live process on this machine."""
+    if not runner:
+        return False
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def find_resumable(backend: Backend, project_id: str, name: str) -> ExperimentInfo | None:
-    """The newest experiment of that name in the project that did not finish, if any."""
+    """The newest experiment of that name in the project that did not finish, if any.
+
+    One still ``running`` in a live process on this machine is not resumable: both would
+    run the same pairs. (A ``running`` experiment of another machine cannot be checked;
+    it is taken as dead, as after a killed CI job.)
+    """
     for info in backend.list_experiments(ExperimentFilter(name=name, project_id=project_id)):
-        if info.status in UNFINISHED:
-            return info
+        if info.status not in UNFINISHED:
+            continue
+        if info.status == "running" and _alive_here(info.runner):
+            raise ExperimentError(
+                f"Experiment {info.name!r} ({info.id}) is still running in process "
+                f"{info.runner}; wait for it to finish, or stop it, then resume"
+            )
+        return info
     return None
 
 

@@ -95,8 +95,15 @@ class Backend(Protocol):
         ...
 
     def set_experiment_status(
-        self, experiment_id: str, status: ExperimentStatus, error: str | None = None
-    ) -> None: ...
+        self,
+        experiment_id: str,
+        status: ExperimentStatus,
+        error: str | None = None,
+        *,
+        runner: str | None = None,
+    ) -> None:
+        """Set the status (and error); ``runner`` records which process now runs it."""
+        ...
 
     def get_experiment(self, experiment_id: str) -> ExperimentInfo:
         """Raises ``ExperimentNotFoundError`` when there is no such experiment."""

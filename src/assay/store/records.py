@@ -137,6 +137,8 @@ class ExperimentInfo:
     evaluator_names: tuple[str, ...]
     summary_evaluator_names: tuple[str, ...]
     sample_size: int | None
+    runner: str | None
+    """``host:pid`` of the process that last ran it."""
     runs: tuple[RunInfo, ...]
     created_at: datetime
     updated_at: datetime

@@ -286,13 +286,19 @@ class SqlBackend:
         return self.get_experiment(experiment_id)
 
     def set_experiment_status(
-        self, experiment_id: str, status: ExperimentStatus, error: str | None = None
+        self,
+        experiment_id: str,
+        status: ExperimentStatus,
+        error: str | None = None,
+        *,
+        runner: str | None = None,
     ) -> None:
+        values: dict[str, Any] = {"status": status, "error": error, "updated_at": _now()}
+        if runner is not None:
+            values["runner"] = runner
         with self.engine.begin() as connection:
             result = connection.execute(
-                update(experiments)
-                .where(experiments.c.id == experiment_id)
-                .values(status=status, error=error, updated_at=_now())
+                update(experiments).where(experiments.c.id == experiment_id).values(**values)
             )
         if result.rowcount == 0:
             raise ExperimentNotFoundError(f"No experiment with id {experiment_id!r}")
@@ -351,6 +357,7 @@ class SqlBackend:
                 evaluator_names=tuple(row.evaluator_names),
                 summary_evaluator_names=tuple(row.summary_evaluator_names),
                 sample_size=row.sample_size,
+                runner=row.runner,
                 runs=tuple(runs_by_experiment[row.id]),
                 created_at=_aware(row.created_at),
                 updated_at=_aware(row.updated_at),

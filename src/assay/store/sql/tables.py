@@ -115,6 +115,8 @@ experiments = Table(
     Column("evaluator_names", JSON, nullable=False),
     Column("summary_evaluator_names", JSON, nullable=False),
     Column("sample_size", Integer, nullable=True),
+    # "host:pid" of the process running it, so a resume can tell a killed run from a live one.
+    Column("runner", String(300), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_experiments_name", "project_id", "name"),

@@ -108,6 +108,7 @@ def upgrade() -> None:
         sa.Column("evaluator_names", sa.JSON(), nullable=False),
         sa.Column("summary_evaluator_names", sa.JSON(), nullable=False),
         sa.Column("sample_size", sa.Integer(), nullable=True),
+        sa.Column("runner", sa.String(length=300), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
