@@ -65,19 +65,28 @@ def retry_after(error: BaseException) -> float | None:
     if headers is None:
         return None
     try:
-        milliseconds = headers.get("retry-after-ms")
-        if milliseconds is not None:
-            return max(0.0, float(milliseconds) / 1000)
-        value = headers.get("retry-after")
-    except (AttributeError, TypeError, ValueError):
+        # HTTP headers are case-insensitive; a plain dict is not.
+        lowered = {str(key).lower(): value for key, value in headers.items()}
+    except (AttributeError, TypeError):
         return None
+    milliseconds = lowered.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         moment = email.utils.parsedate_to_datetime(str(value))
-        return max(0.0, moment.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # neither seconds nor an HTTP date: fall back to exponential backoff
+    return max(0.0, moment.timestamp() - time.time())
 
 
 def backoff_delay(attempt: int, error: BaseException) -> float:
