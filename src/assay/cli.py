@@ -42,7 +42,7 @@ from assay.config import (
 )
 from assay.demo import DEMO_QUESTIONS, run_demo
 from assay.errors import AssayError
-from assay.execution.progress import RichProgress
+from assay.execution.progress import RichProgress, default_display
 from assay.store import open_backend
 from assay.store.backend import Backend
 from assay.store.records import ExperimentFilter
@@ -195,7 +195,9 @@ def demo(
     it with evaluators of every metric type, and prints the summary. Fully offline: no
     model, key or network is used. Results go to the embedded store.
     """
-    experiment = run_demo(runs=runs, jobs=jobs, records=records, display=RichProgress())
+    # A person is watching: show the bar, unless they set ASSAY_PROGRESS themselves.
+    display = RichProgress() if PROGRESS.env not in os.environ else default_display()
+    experiment = run_demo(runs=runs, jobs=jobs, records=records, display=display)
     assert experiment.id is not None
     console = _stdout()
     with _backend() as backend:
