@@ -72,7 +72,10 @@ def json_roundtrip(value: Any) -> Any:
 # assay demo -------------------------------------------------------------------------------
 
 
-def test_demo_prints_the_summary_where_results_are_and_what_to_try(home: Path) -> None:
+def test_demo_prints_the_summary_where_results_are_and_what_to_try(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ASSAY_PROGRESS")  # as a person runs it: the bar shows
     result = invoke("demo", "--runs", "3", "--records", "5", "--jobs", "4")
 
     assert result.exit_code == 0, result.output
@@ -94,7 +97,8 @@ def test_demo_prints_the_summary_where_results_are_and_what_to_try(home: Path) -
     assert "Traceback" not in result.output
 
 
-def test_demo_defaults_are_five_runs_of_every_question() -> None:
+def test_demo_defaults_are_five_runs_of_every_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASSAY_PROGRESS")
     result = invoke("demo")
 
     assert result.exit_code == 0, result.output
