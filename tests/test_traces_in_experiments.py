@@ -70,9 +70,7 @@ def test_spans_tokens_and_cost_are_stored_with_the_row(llmobs: type[LLMObs]) -> 
 
 
 def test_async_tasks_are_traced_too(llmobs: type[LLMObs]) -> None:
-    dataset = llmobs.create_dataset(
-        dataset_name="d", records=[{"input_data": i} for i in range(6)]
-    )
+    dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": i} for i in range(6)])
 
     async def task(input_data: Any, config: Any) -> Any:
         with LLMObs.llm(model_name="gpt-4o-mini", model_provider="openai"):
