@@ -107,7 +107,7 @@ class Engine:
     def _finish(self, run_index: int, record_index: int, row: RowRecord) -> bool:
         """Record a row; True when it completed its run."""
         errors = _row_errors(row)
-        cost = row.rollup.estimated_total_cost if row.rollup is not None else None
+        cost = _row_cost(row)
         with self._lock:
             self.outcome.rows[run_index][record_index] = row
             self._remaining[run_index] -= 1
@@ -288,6 +288,16 @@ class Engine:
             pool.shutdown(wait=False, cancel_futures=True)
             self.outcome.rate_limited = self.policy.rate_limited
         return self.outcome
+
+
+def _row_cost(row: RowRecord) -> int:
+    """Nanodollars a row cost: its trace's estimate plus what LLM judges report spending."""
+    cost = (row.rollup.estimated_total_cost or 0) if row.rollup is not None else 0
+    for evaluation in row.evaluations:
+        spent = evaluation.metadata.get("judge_estimated_cost") if evaluation.metadata else None
+        if isinstance(spent, int) and not isinstance(spent, bool):
+            cost += spent
+    return cost
 
 
 def _row_errors(row: RowRecord) -> list[str]:
