@@ -123,3 +123,72 @@ def test_budget_stops_new_calls_and_the_experiment_can_resume(llmobs: type[LLMOb
     again.run(jobs=2, resume=True)
     assert again.id == experiment.id
     assert len(stored(experiment.id or "")) == 40
+
+
+def test_trace_metrics_average_by_record_and_total_by_row(llmobs: type[LLMObs]) -> None:
+    from assay.store.records import RowRecord, TraceRollup
+    from assay.trace_metrics import summarize_trace_metrics
+
+    def row(record: str, run: int, seconds: float, tokens: int | None, cost: int | None) -> Any:
+        made = RowRecord(
+            experiment_id="e",
+            run_iteration=run,
+            record_id=record,
+            idx=0,
+            span_id="1",
+            trace_id="t",
+            span_name="task",
+            start_ns=0,
+            duration_ns=int(seconds * 1e9),
+            input_data=None,
+            output=None,
+            expected_output=None,
+            record_metadata={},
+            tags=[],
+            error=None,
+            retries=0,
+            evaluations=[],
+        )
+        if tokens is not None:
+            made.rollup = TraceRollup(total_tokens=tokens, estimated_total_cost=cost)
+        return made
+
+    rows = [
+        row("a", 1, 1.0, 100, 1000),
+        row("a", 2, 3.0, 300, None),
+        row("b", 1, 2.0, None, None),
+        row("b", 2, 2.0, 50, 500),
+    ]
+    metrics = summarize_trace_metrics(rows)
+    # Record means: duration a=2, b=2; tokens a=200, b=50; cost a=1000, b=500.
+    assert metrics["duration"]["value"] == pytest.approx(2.0)
+    assert metrics["duration"]["p50"] == pytest.approx(2.0)
+    assert metrics["duration"]["p95"] == pytest.approx(2.85)
+    assert metrics["total_tokens"] == {
+        "value": 125.0,
+        "total": 450.0,
+        "rows": 3,
+        "p50": None,
+        "p95": None,
+    }
+    assert metrics["estimated_total_cost"]["value"] == 750.0
+    assert metrics["estimated_total_cost"]["total"] == 1500.0
+    assert metrics["input_tokens"]["value"] is None
+
+
+def test_assay_show_prints_tokens_and_cost(llmobs: type[LLMObs]) -> None:
+    from typer.testing import CliRunner
+
+    from assay.cli import app
+
+    dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": 1}])
+    experiment = llmobs.experiment("shown", answer, dataset, [ok], runs=2)
+    experiment.run()
+    result = CliRunner().invoke(app, ["show", experiment.id or ""], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "1,800 per call, 3,600 in all" in result.output
+    assert "est. cost" in result.output and "(2 rows priced)" in result.output
+    shown = CliRunner().invoke(app, ["show", experiment.id or "", "--json"])
+    import json
+
+    assert json.loads(shown.stdout)["metrics"]["total_tokens"]["total"] == 3600

@@ -32,6 +32,7 @@ from assay.aggregation import (
 from assay.experiment import SyncExperiment, pulled_experiment
 from assay.store.backend import Backend
 from assay.store.records import JSON, ExperimentInfo, MetricType
+from assay.trace_metrics import TraceMetric
 
 _NOTHING = "—"
 _RUN_COLUMNS = 10
@@ -59,6 +60,7 @@ class ExperimentReport:
     summary: dict[str, EvaluationSummary]
     record_summaries: list[RecordSummary]
     summary_evaluations: dict[str, SummaryEvaluationRuns]
+    metrics: dict[str, TraceMetric]
 
     @property
     def iterations(self) -> list[int]:
@@ -95,6 +97,7 @@ def experiment_report(
         summary_evaluations=summarize_summary_evaluations(
             backend.summary_evaluations(info.id), iterations
         ),
+        metrics=experiment.trace_metrics(run=run),
     )
 
 
@@ -204,6 +207,39 @@ def local_time(moment: datetime, *, seconds: bool = True) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
+def metric_lines(metrics: dict[str, TraceMetric]) -> list[tuple[str, str]]:
+    """Duration, tokens and cost as header lines; metrics no row reported are left out."""
+    lines: list[tuple[str, str]] = []
+    duration = metrics.get("duration")
+    if duration and duration["value"] is not None:
+        lines.append(
+            (
+                "duration",
+                f"{_seconds(duration['value'])} per call (median {_seconds(duration['p50'])}, "
+                f"p95 {_seconds(duration['p95'])})",
+            )
+        )
+    tokens = metrics.get("total_tokens")
+    if tokens and tokens["value"] is not None and tokens["total"] is not None:
+        lines.append(("tokens", f"{tokens['value']:,.0f} per call, {tokens['total']:,.0f} in all"))
+    cost = metrics.get("estimated_total_cost")
+    if cost and cost["value"] is not None and cost["total"] is not None:
+        lines.append(
+            (
+                "est. cost",
+                f"${cost['value'] / 1e9:.6f} per call, ${cost['total'] / 1e9:.4f} in all "
+                f"({cost['rows']} rows priced)",
+            )
+        )
+    return lines
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
 # Tables -----------------------------------------------------------------------------------
 
 
@@ -231,6 +267,8 @@ def header(report: ExperimentReport) -> Table:
             evaluators += f"; summary: {', '.join(info.summary_evaluator_names)}"
         grid.add_row("evaluators", evaluators)
     grid.add_row("config", json.dumps(info.config, default=str) if info.config else "{}")
+    for label, text in metric_lines(report.metrics):
+        grid.add_row(label, text)
     grid.add_row("created", local_time(info.created_at))
     grid.add_row("url", report.experiment.url)
     return grid
@@ -422,6 +460,7 @@ def report_json(report: ExperimentReport) -> dict[str, Any]:
         "summary": report.summary,
         "summary_evaluations": report.summary_evaluations,
         "record_summaries": report.record_summaries,
+        "metrics": report.metrics,
     }
 
 

@@ -46,6 +46,7 @@ from assay.store.records import (
     RunInfo,
     StoredRecord,
 )
+from assay.trace_metrics import TraceMetric, summarize_trace_metrics
 from assay.variance import JudgeVariance, judge_variance
 
 if TYPE_CHECKING:
@@ -415,6 +416,14 @@ class _ExperimentBase:
             rows = [row for row in rows if row.run_iteration == run]
             iterations = [run]
         return summarize_records(rows, iterations)
+
+    def trace_metrics(self, *, run: int | None = None) -> dict[str, TraceMetric]:
+        """Duration, tokens and estimated cost: per-row mean by record, totals, percentiles."""
+        rows = self._stored_rows()
+        if run is not None:
+            self._check_run(run)
+            rows = [row for row in rows if row.run_iteration == run]
+        return summarize_trace_metrics(rows)
 
     def _check_run(self, run: int) -> None:
         iterations = self._run_iterations()
