@@ -45,6 +45,12 @@ from assay.evaluators import (
 )
 from assay.execution.context import RowContext, current_row
 from assay.experiment import Experiment, SyncExperiment
+from assay.judge import (
+    BooleanStructuredOutput,
+    CategoricalStructuredOutput,
+    LLMJudge,
+    ScoreStructuredOutput,
+)
 from assay.llmobs import ExperimentSummary, LLMObs
 from assay.results import ExperimentResult, ExperimentRowResult, ExperimentRun
 
@@ -54,6 +60,8 @@ __all__ = [
     "BaseAsyncSummaryEvaluator",
     "BaseEvaluator",
     "BaseSummaryEvaluator",
+    "BooleanStructuredOutput",
+    "CategoricalStructuredOutput",
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
@@ -69,6 +77,7 @@ __all__ = [
     "ExperimentRun",
     "ExperimentSummary",
     "JSONEvaluator",
+    "LLMJudge",
     "LLMObs",
     "LengthEvaluator",
     "MultiEvaluatorResult",
@@ -76,6 +85,7 @@ __all__ = [
     "RecordSummary",
     "RegexMatchEvaluator",
     "RowContext",
+    "ScoreStructuredOutput",
     "SemanticSimilarityEvaluator",
     "StringCheckEvaluator",
     "SummaryEvaluatorContext",

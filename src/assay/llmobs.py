@@ -97,6 +97,11 @@ class LLMObs:
             cls._backend.close()
         backend = open_backend()
         cls._backend = backend
+        if integrations_enabled:
+            # Imports no client library: each installed one is patched once it is imported.
+            from assay import integrations
+
+            integrations.patch_all()
         if not site:
             reason = "no site given"
         elif _is_assay_server(site):
