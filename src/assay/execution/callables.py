@@ -109,6 +109,8 @@ class Evaluator:
     label: str
     call: Callable[[JSON, JSON, JSON, dict[str, JSON], str, str], Any]
     is_async: bool
+    direct: Callable[[JSON, JSON, JSON], Any] | None = None
+    """A sync function evaluator itself, called with its three arguments and no wrapper."""
 
     @classmethod
     def check(cls, evaluator: object) -> Evaluator:
@@ -170,10 +172,12 @@ class Evaluator:
         ) -> Any:
             return function(input_data, output_data, expected_output)
 
+        is_async = _is_async(evaluator)
         return cls(
             label=validate_label(_callable_name(evaluator)),
             call=call_function,
-            is_async=_is_async(evaluator),
+            is_async=is_async,
+            direct=None if is_async else function,
         )
 
 
@@ -244,6 +248,17 @@ _PLAIN_METRIC_TYPES: dict[type, MetricType] = {
     type(None): "categorical",
     dict: "json",
 }
+
+
+def add_evaluations(
+    into: list[EvaluationRecord], label: str, returned: Any, timestamp_ms: int
+) -> None:
+    """Append what an evaluator returned to ``into`` (the hot path: no list per value)."""
+    metric_type = _PLAIN_METRIC_TYPES.get(type(returned))
+    if metric_type is not None:
+        into.append(EvaluationRecord(label, metric_type, returned, timestamp_ms))
+    else:
+        into.extend(evaluation_records(label, returned, timestamp_ms))
 
 
 def evaluation_records(label: str, returned: Any, timestamp_ms: int) -> list[EvaluationRecord]:

@@ -84,35 +84,61 @@ class CallPolicy:
         # gate is skipped, which keeps the common path free of lock traffic.
         self._gated = False
 
-    def call(self, function: Callable[..., Any], arguments: tuple[Any, ...]) -> CallOutcome:
-        """Call ``function(*arguments)`` from a worker thread."""
+    @property
+    def plain(self) -> bool:
+        """True while a first attempt may be a bare call: no gate engaged, no timeout.
+
+        The engine then calls the function itself and comes here only when it raised
+        (:meth:`call` with ``first_error``), which keeps four calls per row cheap.
+        """
+        return not self._gated and self.timeout is None
+
+    def call(
+        self,
+        function: Callable[..., Any],
+        arguments: tuple[Any, ...],
+        *,
+        first_error: BaseException | None = None,
+    ) -> CallOutcome:
+        """Call ``function(*arguments)`` from a worker thread, retrying as the policy says.
+
+        ``first_error``: the caller already made the first attempt (ungated) and it raised
+        this; carry on from there.
+        """
         retries = limited = 0
+        error = first_error
+        gated = False
         while True:
-            gated = self._gated
-            if gated:
-                self.limit.acquire()
-            try:
-                if self.timeout is None:
-                    value = function(*arguments)
-                else:
-                    value = _call_with_timeout(function, arguments, self.timeout)
-            except Exception as error:
-                if is_rate_limit(error) and limited < RATE_LIMIT_RETRIES and not self.stopping():
-                    delay = backoff_delay(limited, error)
-                    self._rate_limited(gated, delay)
-                    time.sleep(delay)
-                    limited += 1
-                    continue
+            if error is None:
+                gated = self._gated
                 if gated:
-                    self.limit.release()
-                if retries < self.max_retries and not self.stopping():
-                    time.sleep(self.retry_delay(retries))
-                    retries += 1
-                    continue
-                return CallOutcome(None, error, retries + limited)
+                    self.limit.acquire()
+                try:
+                    if self.timeout is None:
+                        value = function(*arguments)
+                    else:
+                        value = _call_with_timeout(function, arguments, self.timeout)
+                except Exception as caught:
+                    error = caught
+                else:
+                    if gated:
+                        self.limit.release()
+                    return CallOutcome(value, None, retries + limited)
+            if is_rate_limit(error) and limited < RATE_LIMIT_RETRIES and not self.stopping():
+                delay = backoff_delay(limited, error)
+                self._rate_limited(gated, delay)
+                time.sleep(delay)
+                limited += 1
+                error = None
+                continue
             if gated:
                 self.limit.release()
-            return CallOutcome(value, None, retries + limited)
+            if retries < self.max_retries and not self.stopping():
+                time.sleep(self.retry_delay(retries))
+                retries += 1
+                error = None
+                continue
+            return CallOutcome(None, error, retries + limited)
 
     async def call_async(
         self, function: Callable[..., Awaitable[Any]], arguments: tuple[Any, ...]

@@ -206,7 +206,9 @@ evaluations = Table(
     Column("error_message", Text, nullable=True),
     Column("error_stack", Text, nullable=True),
     Column("timestamp_ms", BigInteger, nullable=False),
-    Index("ix_evaluations_record", "experiment_id", "label", "record_id"),
+    # (experiment, label): a new experiment appends to one range per label, where a
+    # record id in the key would scatter every insert across the index.
+    Index("ix_evaluations_label", "experiment_id", "label"),
 )
 
 summary_evaluations = Table(

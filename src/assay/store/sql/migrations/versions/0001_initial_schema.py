@@ -158,9 +158,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_evaluations")),
     )
     with op.batch_alter_table("evaluations", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_evaluations_record", ["experiment_id", "label", "record_id"], unique=False
-        )
+        batch_op.create_index("ix_evaluations_label", ["experiment_id", "label"], unique=False)
 
     op.create_table(
         "runs",
@@ -269,7 +267,7 @@ def downgrade() -> None:
     op.drop_table("spans")
     op.drop_table("runs")
     with op.batch_alter_table("evaluations", schema=None) as batch_op:
-        batch_op.drop_index("ix_evaluations_record")
+        batch_op.drop_index("ix_evaluations_label")
 
     op.drop_table("evaluations")
     with op.batch_alter_table("experiments", schema=None) as batch_op:
