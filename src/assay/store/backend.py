@@ -19,6 +19,7 @@ from assay.store.records import (
     ExperimentSpec,
     ExperimentStatus,
     ProjectInfo,
+    RecordAggregate,
     RecordInsert,
     RecordUpdate,
     RowRecord,
@@ -136,6 +137,14 @@ class Backend(Protocol):
         ...
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]: ...
+
+    def refresh_aggregates(self, experiment_id: str, *, only_if_stale: bool = False) -> None:
+        """Rebuild the per-record aggregates multi-run search reads (one pass over rows)."""
+        ...
+
+    def record_aggregates(self, experiment_id: str) -> list[RecordAggregate]:
+        """Every record's across-run aggregate of every facet, refreshed if stale."""
+        ...
 
     def count_rows(self, experiment_id: str) -> int:
         """How many rows (record x run) of an experiment are stored."""

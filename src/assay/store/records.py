@@ -255,6 +255,19 @@ class SummaryEvaluationRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordAggregate:
+    """One record's across-run aggregate of one facet (see ``store.sql.aggregates``)."""
+
+    record_id: str
+    idx: int
+    facet: str
+    n: int
+    errors: int
+    mean: float | None
+    mode: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ExperimentFilter:
     """Which experiments ``list_experiments`` returns (all fields optional, combined with AND)."""
 

@@ -22,6 +22,7 @@ from assay.store.records import (
     ExperimentSpec,
     ExperimentStatus,
     ProjectInfo,
+    RecordAggregate,
     RecordInsert,
     RecordUpdate,
     RowRecord,
@@ -32,6 +33,7 @@ from assay.store.records import (
     TraceRollup,
 )
 from assay.store.sql import datasets as dataset_store
+from assay.store.sql.aggregates import aggregates_are_fresh, refresh_record_aggregates
 from assay.store.sql.bulk import BulkInsert, encode_json
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.tables import evaluations as evaluation_table
@@ -40,6 +42,7 @@ from assay.store.sql.tables import (
     projects,
     spans,
 )
+from assay.store.sql.tables import record_aggregates as record_aggregate_table
 from assay.store.sql.tables import runs as run_table
 from assay.store.sql.tables import summary_evaluations as summary_table
 from assay.store.sql.values import (
@@ -589,6 +592,33 @@ class SqlBackend:
         return [
             SummaryEvaluationRecord(
                 run_iteration=row.run_iteration, evaluation=evaluation_from_columns(row)
+            )
+            for row in rows
+        ]
+
+    def refresh_aggregates(self, experiment_id: str, *, only_if_stale: bool = False) -> None:
+        with self.engine.begin() as connection:
+            if only_if_stale and aggregates_are_fresh(connection, experiment_id):
+                return
+            refresh_record_aggregates(connection, experiment_id)
+
+    def record_aggregates(self, experiment_id: str) -> list[RecordAggregate]:
+        self.refresh_aggregates(experiment_id, only_if_stale=True)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(record_aggregate_table)
+                .where(record_aggregate_table.c.experiment_id == experiment_id)
+                .order_by(record_aggregate_table.c.facet, record_aggregate_table.c.idx)
+            ).all()
+        return [
+            RecordAggregate(
+                record_id=row.record_id,
+                idx=row.idx,
+                facet=row.facet,
+                n=row.n,
+                errors=row.errors,
+                mean=row.mean,
+                mode=row.mode,
             )
             for row in rows
         ]

@@ -234,3 +234,31 @@ summary_evaluations = Table(
     Column("timestamp_ms", BigInteger, nullable=False),
     Index("ix_summary_evaluations_run", "experiment_id", "run_iteration"),
 )
+
+# Per record and facet, the across-run aggregate that `@multi_run_avg` / `@multi_run_mode`
+# queries select on, so that they read one row per record instead of every run's rows.
+# Rebuilt from spans and evaluations by `aggregates.refresh_record_aggregates` when an
+# experiment finishes, and on demand when it is queried while rows keep arriving.
+record_aggregates = Table(
+    "record_aggregates",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), primary_key=True),
+    Column("facet", String(220), primary_key=True),
+    Column("record_id", String(64), primary_key=True),
+    Column("idx", Integer, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("mean", Float, nullable=True),
+    Column("mode", Text, nullable=True),
+    Index("ix_record_aggregates_mean", "experiment_id", "facet", "mean"),
+)
+
+aggregate_state = Table(
+    "aggregate_state",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), primary_key=True),
+    # How many rows and evaluations the experiment had at the last rebuild: when the
+    # store holds more, the aggregates are stale.
+    Column("rows", Integer, nullable=False),
+    Column("evaluations", Integer, nullable=False),
+)

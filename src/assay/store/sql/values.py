@@ -39,6 +39,8 @@ def evaluation_values(evaluation: EvaluationRecord) -> tuple[Any, ...]:
         # An int must come back an int: keep it whole when the float would lose that.
         if isinstance(value, int):
             raw = str(value)  # an int's JSON text is its decimal text
+        elif score != score:
+            score = None  # NaN is "no value" everywhere, and SQLite would store NULL anyway
     elif metric_type == "json":
         json_value = encode_json(value)
     elif value is not None:
