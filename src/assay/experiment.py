@@ -313,9 +313,6 @@ class _ExperimentBase:
             status, message = "failed", _error_summary(outcome.errors)
         else:
             status, message = "completed", None
-        if write_error is None:
-            # Multi-run search reads these; build them once now, not on every query.
-            self._backend.refresh_aggregates(self._info.id)
         self._backend.set_experiment_status(self._info.id, status, message)  # type: ignore[arg-type]
         self._info = self._backend.get_experiment(self._info.id)
         logger.info(
