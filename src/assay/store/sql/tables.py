@@ -237,8 +237,7 @@ summary_evaluations = Table(
 
 # Per record and facet, the across-run aggregate that `@multi_run_avg` / `@multi_run_mode`
 # queries select on, so that they read one row per record instead of every run's rows.
-# Rebuilt by `aggregates.refresh_record_aggregates` when a query finds it stale.Rebuilt from spans and evaluations by `aggregates.refresh_record_aggregates` when an
-# experiment finishes, and on demand when it is queried while rows keep arriving.
+# Rebuilt by `aggregates.refresh_record_aggregates` when a query finds it stale.
 record_aggregates = Table(
     "record_aggregates",
     metadata,
