@@ -122,8 +122,10 @@ def test_show_json_matches_the_sdk(demo: SyncExperiment) -> None:
         "summary",
         "summary_evaluations",
         "record_summaries",
+        "metrics",
     }
     assert data["summary"] == json_roundtrip(demo.summary())
+    assert data["metrics"] == json_roundtrip(demo.trace_metrics())
     assert data["record_summaries"] == json_roundtrip(demo.record_summaries())
     assert data["run"] is None
     info = data["experiment"]

@@ -20,6 +20,7 @@ from assay.aggregation import EvaluationSummary, RecordSummary
 from assay.dataset import Dataset, DatasetRecord
 from assay.errors import (
     AssayError,
+    BudgetExceededError,
     DatasetError,
     DatasetNotFoundError,
     ExperimentError,
@@ -43,7 +44,9 @@ from assay.evaluators import (
     SemanticSimilarityEvaluator,
     StringCheckEvaluator,
 )
+from assay.execution.calls import CallTimeout
 from assay.execution.context import RowContext, current_row
+from assay.execution.ratelimit import RateLimited
 from assay.experiment import Experiment, SyncExperiment
 from assay.judge import (
     BooleanStructuredOutput,
@@ -61,6 +64,8 @@ __all__ = [
     "BaseEvaluator",
     "BaseSummaryEvaluator",
     "BooleanStructuredOutput",
+    "BudgetExceededError",
+    "CallTimeout",
     "CategoricalStructuredOutput",
     "Dataset",
     "DatasetError",
@@ -82,6 +87,7 @@ __all__ = [
     "LengthEvaluator",
     "MultiEvaluatorResult",
     "NotEnabledError",
+    "RateLimited",
     "RecordSummary",
     "RegexMatchEvaluator",
     "RowContext",

@@ -347,7 +347,8 @@ def show(
         bool,
         typer.Option(
             "--json",
-            help="Print JSON: experiment, summary, summary_evaluations, record_summaries.",
+            help="Print JSON: experiment, summary, summary_evaluations, record_summaries, "
+            "metrics (duration, tokens, cost).",
         ),
     ] = False,
 ) -> None:

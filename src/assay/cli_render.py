@@ -237,7 +237,10 @@ def metric_lines(metrics: dict[str, TraceMetric]) -> list[tuple[str, str]]:
 def _seconds(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+    if value >= 1:
+        return f"{value:.2f} s"
+    milliseconds = value * 1000
+    return f"{milliseconds:.0f} ms" if milliseconds >= 10 else f"{milliseconds:.2g} ms"
 
 
 # Tables -----------------------------------------------------------------------------------

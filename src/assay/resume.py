@@ -40,13 +40,16 @@ def _alive_here(runner: str | None) -> bool:
 
 
 def find_resumable(backend: Backend, project_id: str, name: str) -> ExperimentInfo | None:
-    """The newest experiment of that name in the project that did not finish, if any.
+    """The newest experiment of that name in the project, when it did not finish.
 
     One still ``running`` in a live process on this machine is not resumable: both would
     run the same pairs. (A ``running`` experiment of another machine cannot be checked;
     it is taken as dead, as after a killed CI job.)
     """
-    for info in backend.list_experiments(ExperimentFilter(name=name, project_id=project_id)):
+    newest = backend.list_experiments(ExperimentFilter(name=name, project_id=project_id, limit=1))
+    # Only the newest of that name: an older unfinished one that a later run replaced is
+    # history, not work to finish.
+    for info in newest:
         if info.status not in UNFINISHED:
             continue
         if info.status == "running" and _alive_here(info.runner):

@@ -12,6 +12,7 @@ and hand the row to the writer: one hop per pair, not one per call. Async tasks 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from collections.abc import Coroutine
@@ -33,6 +34,8 @@ from assay.execution.rows import RowExecutor
 from assay.execution.summaries import summary_context, summary_timestamp
 from assay.execution.writer import ResultWriter
 from assay.store.records import EvaluationRecord, RowRecord
+
+logger = logging.getLogger("assay")
 
 __all__ = ["Engine", "Outcome", "RetryDelay", "RunPlan", "default_retry_delay", "run_coroutine"]
 
@@ -69,6 +72,7 @@ class Engine:
         self._lock = threading.Lock()
         self._stop = False
         self._fatal: BaseException | None = None
+        self._warned_unpriced = False
         self.policy = CallPolicy(
             jobs=plan.jobs,
             max_retries=plan.max_retries,
@@ -89,6 +93,8 @@ class Engine:
                 continue  # a row of a record outside this sample: kept in the store, not run
             self.outcome.rows[run][record] = row
             self.outcome.errors.extend(_row_errors(row))
+            # A budget is the experiment's: what the rows stored before a resume cost counts.
+            self.outcome.spent += _row_cost(row)
 
     def _runs_to_summarize_first(self) -> list[int]:
         """Runs complete before anything runs (resuming) whose summaries were never stored."""
@@ -112,6 +118,19 @@ class Engine:
             self.outcome.rows[run_index][record_index] = row
             self._remaining[run_index] -= 1
             self.counter.done += 1
+            if (
+                self.plan.budget is not None
+                and not cost
+                and not self._warned_unpriced
+                and row.rollup is not None
+                and row.rollup.total_tokens
+            ):
+                self._warned_unpriced = True
+                logger.warning(
+                    "A row used %d tokens of a model with no known price: the budget does "
+                    "not count it, so it cannot stop calls to that model",
+                    row.rollup.total_tokens,
+                )
             if cost:
                 self.outcome.spent += cost
                 budget = self.plan.budget
