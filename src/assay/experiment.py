@@ -508,7 +508,7 @@ class SyncExperiment(_ExperimentBase):
         ``raise_errors=True`` the first task or evaluator error stops the experiment
         (after storing what finished) and is raised.
 
-        ``resume=True`` continues the newest unfinished experiment of this name in the
+        ``resume=True`` continues the newest experiment of this name, if unfinished, in the
         project (killed, interrupted): only the missing (record, run) pairs run, and
         summary evaluators run for the runs that are then complete. It refuses, naming
         what changed, when the dataset version, task, evaluators, config, runs or
