@@ -19,7 +19,9 @@ def _fallback(value: Any) -> Any:
     return repr(value)
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), default=_fallback, allow_nan=False)
+# json.dumps' own spacing and real characters (not \u escapes): free-text search looks for
+# words in this text, as a person would type them.
+_encoder = json.JSONEncoder(ensure_ascii=False, default=_fallback, allow_nan=False)
 
 
 def _sanitize(value: Any) -> Any:
