@@ -45,3 +45,37 @@ class BudgetExceededError(ExperimentError):
 
 class StoreError(AssayError):
     """The store cannot be opened or migrated."""
+
+
+class QueryError(AssayError, ValueError):
+    """A search query that cannot be parsed or does not fit the experiment's facets.
+
+    ``query`` is the text as given and ``position`` the character offset (from 0) of the
+    offending part, or ``None`` when no single place is at fault. ``str(error)`` is the
+    message followed, when there is a position, by the query and a caret under it::
+
+        Unexpected ')' at position 11; there is no '(' for it to close
+          @a:(x OR y))
+                     ^
+    """
+
+    def __init__(self, message: str, *, query: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.query = query
+        self.position = position
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments are not in ``args``; without this, unpickling fails.
+        return (_query_error, (self.message, self.query, self.position))
+
+    def __str__(self) -> str:
+        if self.position is None:
+            return self.message
+        # One display line: other whitespace would move the caret off its character.
+        shown = "".join(" " if character.isspace() else character for character in self.query)
+        return f"{self.message}\n  {shown}\n  {' ' * self.position}^"
+
+
+def _query_error(message: str, query: str, position: int | None) -> QueryError:
+    return QueryError(message, query=query, position=position)
