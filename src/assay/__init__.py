@@ -26,6 +26,7 @@ from assay.errors import (
     ExperimentError,
     ExperimentNotFoundError,
     NotEnabledError,
+    QueryError,
 )
 from assay.evaluation import (
     BaseAsyncEvaluator,
@@ -56,6 +57,7 @@ from assay.judge import (
 )
 from assay.llmobs import ExperimentSummary, LLMObs
 from assay.results import ExperimentResult, ExperimentRowResult, ExperimentRun
+from assay.store.records import SearchPage
 
 __all__ = [
     "AssayError",
@@ -87,11 +89,13 @@ __all__ = [
     "LengthEvaluator",
     "MultiEvaluatorResult",
     "NotEnabledError",
+    "QueryError",
     "RateLimited",
     "RecordSummary",
     "RegexMatchEvaluator",
     "RowContext",
     "ScoreStructuredOutput",
+    "SearchPage",
     "SemanticSimilarityEvaluator",
     "StringCheckEvaluator",
     "SummaryEvaluatorContext",

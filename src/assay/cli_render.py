@@ -31,7 +31,7 @@ from assay.aggregation import (
 )
 from assay.experiment import SyncExperiment, pulled_experiment
 from assay.store.backend import Backend
-from assay.store.records import JSON, ExperimentInfo, MetricType
+from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
 from assay.trace_metrics import TraceMetric
 
 _NOTHING = "—"
@@ -470,3 +470,64 @@ def report_json(report: ExperimentReport) -> dict[str, Any]:
 def listed_json(item: ListedExperiment) -> dict[str, Any]:
     """One experiment of ``assay experiments list --json``."""
     return {**info_json(item.info, url=item.url, rows=item.rows), "summary": item.summary}
+
+
+# Search ---------------------------------------------------------------------------------
+
+
+def _short(value: JSON, width: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _aggregate_cell(name: str, value: JSON) -> str:
+    if name.endswith("@duration") and isinstance(value, int | float):
+        return _seconds(value / 1e9)  # stored in nanoseconds
+    return format_value(value)
+
+
+def search_view(info: ExperimentInfo, page: SearchPage, *, offset: int) -> RenderableType:
+    """``assay records``: "8 of 127 records", the query in words, and the page as a table."""
+    noun = "records" if page.multi_run else "rows"
+    shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
+    heading = Text(f"{page.total} of {page.of} {noun} match ({shown} shown): {page.description}")
+    table = Table(title=f"{info.name} ({info.id[:8]})", title_justify="left")
+    table.add_column("record", style="dim")
+    if page.multi_run:
+        table.add_column("runs", justify="right")
+        table.add_column("input")
+        labels = sorted({name for item in page.items for name in item["aggregates"]})
+        for label in labels:
+            table.add_column(label.replace("@evaluations.custom.", "").replace("@multi_run_", ""))
+        for item in page.items:
+            aggregates = item["aggregates"]
+            assert isinstance(aggregates, dict)
+            table.add_row(
+                str(item["record_id"])[:8],
+                str(item["runs"]),
+                _short(item["input"]),
+                *(_aggregate_cell(label, aggregates.get(label)) for label in labels),
+            )
+    else:
+        table.add_column("run", justify="right")
+        table.add_column("input")
+        table.add_column("output")
+        labels = sorted({name for item in page.items for name in item["evaluations"]})
+        for label in labels:
+            table.add_column(label)
+        table.add_column("duration", justify="right")
+        table.add_column("tokens", justify="right")
+        for item in page.items:
+            values = item["evaluations"]
+            assert isinstance(values, dict)
+            duration = item["duration"]
+            table.add_row(
+                str(item["record_id"])[:8],
+                str(item["run_iteration"]),
+                _short(item["input"]),
+                _short(item["output"]),
+                *(format_value(values.get(label)) for label in labels),
+                _seconds(duration / 1e9 if isinstance(duration, int | float) else None),
+                "—" if item["total_tokens"] is None else f"{item['total_tokens']:,}",
+            )
+    return Group(heading, table)

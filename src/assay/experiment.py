@@ -44,6 +44,7 @@ from assay.store.records import (
     ExperimentSpec,
     RowRecord,
     RunInfo,
+    SearchPage,
     StoredRecord,
 )
 from assay.trace_metrics import TraceMetric, summarize_trace_metrics
@@ -416,6 +417,30 @@ class _ExperimentBase:
             rows = [row for row in rows if row.run_iteration == run]
             iterations = [run]
         return summarize_records(rows, iterations)
+
+    def search(
+        self,
+        query: str = "",
+        *,
+        run: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: str | None = None,
+    ) -> SearchPage:
+        """Rows (or records) matching a Datadog-style search query, with the total count.
+
+        ``@multi_run_avg.@evaluations.custom.accuracy:>=0.5`` selects records by their
+        average across runs (items are records with their ``aggregates``);
+        ``run_iteration:1 @trace.total_tokens:>1000`` selects rows. ``run=N`` restricts a
+        row query to run N. ``sort`` names a column (``duration``, ``-total_tokens``...)
+        or, for records, a multi-run facet. Raises :class:`~assay.errors.QueryError`
+        with the position of what is wrong. See the search docs for the whole syntax.
+        """
+        if self._info is None:
+            raise ExperimentError(f"Experiment {self.name!r} has not run yet: nothing to search")
+        return self._backend.search(
+            self._info.id, query, run=run, limit=limit, offset=offset, sort=sort
+        )
 
     def trace_metrics(self, *, run: int | None = None) -> dict[str, TraceMetric]:
         """Duration, tokens and estimated cost: per-row mean by record, totals, percentiles."""

@@ -24,6 +24,7 @@ from assay.store.records import (
     RecordUpdate,
     RowRecord,
     RunInfo,
+    SearchPage,
     StoredRecord,
     SummaryEvaluationRecord,
 )
@@ -144,6 +145,20 @@ class Backend(Protocol):
 
     def record_aggregates(self, experiment_id: str) -> list[RecordAggregate]:
         """Every record's across-run aggregate of every facet, refreshed if stale."""
+        ...
+
+    def search(
+        self,
+        experiment_id: str,
+        query: str,
+        *,
+        run: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: str | None = None,
+    ) -> SearchPage:
+        """A page of the experiment's rows (or records, for a multi-run query) matching
+        ``query`` (Datadog's search syntax), with the total count."""
         ...
 
     def count_rows(self, experiment_id: str) -> int:

@@ -268,6 +268,23 @@ class RecordAggregate:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of an experiment search, with the total it is a page of ("8 of 127")."""
+
+    total: int
+    """How many rows (or records, for a multi-run query) match in all."""
+    items: list[dict[str, JSON]]
+    """The page: rows (``record_id``, ``run_iteration``, ...) or records (``record_id``,
+    ``aggregates``, ...)."""
+    multi_run: bool
+    """Whether the items are records selected by across-run aggregates."""
+    description: str
+    """The query as a plain sentence."""
+    of: int
+    """How many rows (or records) the experiment has in the searched scope."""
+
+
+@dataclass(frozen=True, slots=True)
 class ExperimentFilter:
     """Which experiments ``list_experiments`` returns (all fields optional, combined with AND)."""
 

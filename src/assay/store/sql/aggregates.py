@@ -36,11 +36,14 @@ from sqlalchemy import (
     literal,
     select,
     true,
+    update,
 )
 
 from assay.store.sql.tables import (
     aggregate_state,
     evaluations,
+    experiment_facets,
+    experiments,
     record_aggregates,
     spans,
 )
@@ -66,22 +69,32 @@ def _binary(column: Any, dialect: str) -> Any:
     return column.collate("C") if dialect == "postgresql" else column
 
 
+def count_written(connection: Connection, experiment_id: str, rows: int, evaluations: int) -> None:
+    """Add what a writer stored to the experiment's counters (in the writer's transaction)."""
+    connection.execute(
+        update(experiments)
+        .where(experiments.c.id == experiment_id)
+        .values(
+            row_count=experiments.c.row_count + rows,
+            evaluation_count=experiments.c.evaluation_count + evaluations,
+        )
+    )
+
+
 def _counts(connection: Connection, experiment_id: str) -> tuple[int, int]:
-    rows = connection.execute(
-        select(func.count())
-        .select_from(spans)
-        .where(spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None))
-    ).scalar_one()
-    evaluated = connection.execute(
-        select(func.count())
-        .select_from(evaluations)
-        .where(evaluations.c.experiment_id == experiment_id)
-    ).scalar_one()
-    return int(rows), int(evaluated)
+    found = connection.execute(
+        select(experiments.c.row_count, experiments.c.evaluation_count).where(
+            experiments.c.id == experiment_id
+        )
+    ).first()
+    return (int(found.row_count), int(found.evaluation_count)) if found else (0, 0)
 
 
 def aggregates_are_fresh(connection: Connection, experiment_id: str) -> bool:
-    """Whether the aggregates were built from every row and evaluation now stored."""
+    """Whether the aggregates were built from every row and evaluation now stored.
+
+    Two primary-key lookups: the writers' counters against the counts the last rebuild saw.
+    """
     state = connection.execute(
         select(aggregate_state.c.rows, aggregate_state.c.evaluations).where(
             aggregate_state.c.experiment_id == experiment_id
@@ -139,6 +152,7 @@ def refresh_record_aggregates(connection: Connection, experiment_id: str) -> Non
             )
         )
     _insert_evaluation_aggregates(connection, experiment_id, dialect)
+    _refresh_facets(connection, experiment_id, dialect)
     rows, evaluated = _counts(connection, experiment_id)
     connection.execute(
         delete(aggregate_state).where(aggregate_state.c.experiment_id == experiment_id)
@@ -240,3 +254,73 @@ def _insert_evaluation_aggregates(connection: Connection, experiment_id: str, di
             ),
         )
     )
+
+
+def _refresh_facets(connection: Connection, experiment_id: str, dialect: str) -> None:
+    """Record the experiment's evaluation labels (with their metric type) and tag keys.
+
+    A label's type follows :mod:`assay.aggregation`: any categorical value makes it
+    categorical; otherwise numbers make it a score (booleans among them count 1/0); only
+    booleans, boolean; only JSON objects, json; no usable value, the type stored with it.
+    """
+    connection.execute(
+        delete(experiment_facets).where(experiment_facets.c.experiment_id == experiment_id)
+    )
+    ok = evaluations.c.error_type.is_(None)
+
+    def present(column: Any) -> Any:
+        return func.count(case((and_(ok, column.is_not(None)), 1), else_=None))
+
+    labels = connection.execute(
+        select(
+            evaluations.c.label,
+            present(evaluations.c.categorical_value).label("categorical"),
+            present(evaluations.c.score_value).label("score"),
+            present(evaluations.c.boolean_value).label("boolean"),
+            present(evaluations.c.json_value).label("json"),
+            func.max(evaluations.c.metric_type).label("stored"),
+        )
+        .where(evaluations.c.experiment_id == experiment_id)
+        .group_by(evaluations.c.label)
+    ).all()
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        if label.categorical or (label.json and (label.score or label.boolean)):
+            metric_type = "categorical"
+        elif label.score:
+            metric_type = "score"
+        elif label.boolean:
+            metric_type = "boolean"
+        elif label.json:
+            metric_type = "json"
+        else:
+            metric_type = label.stored
+        rows.append(
+            {
+                "experiment_id": experiment_id,
+                "kind": "evaluation",
+                "name": label.label,
+                "metric_type": metric_type,
+            }
+        )
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSON
+
+        tags = func.json_array_elements_text(cast(spans.c.tags, JSON())).table_valued("value")
+    else:
+        tags = func.json_each(spans.c.tags).table_valued("value")
+    tag_values = connection.execute(
+        select(tags.c.value)
+        .select_from(spans)
+        .join(tags, true())
+        .where(spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None))
+        .distinct()
+    ).scalars()
+    keys = {str(tag).partition(":")[0] for tag in tag_values if ":" in str(tag)}
+    rows += [
+        {"experiment_id": experiment_id, "kind": "tag", "name": key, "metric_type": None}
+        for key in sorted(keys)
+        if key
+    ]
+    if rows:
+        connection.execute(insert(experiment_facets), rows)

@@ -27,15 +27,21 @@ from assay.store.records import (
     RecordUpdate,
     RowRecord,
     RunInfo,
+    SearchPage,
     SpanRecord,
     StoredRecord,
     SummaryEvaluationRecord,
     TraceRollup,
 )
 from assay.store.sql import datasets as dataset_store
-from assay.store.sql.aggregates import aggregates_are_fresh, refresh_record_aggregates
+from assay.store.sql.aggregates import (
+    aggregates_are_fresh,
+    count_written,
+    refresh_record_aggregates,
+)
 from assay.store.sql.bulk import BulkInsert, encode_json
 from assay.store.sql.engine import migrate, open_engine
+from assay.store.sql.search import search as search_experiment
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import (
     experiments,
@@ -496,9 +502,15 @@ class SqlBackend:
             keys = (row.experiment_id, row.run_iteration, row.record_id, row.span_id)
             for evaluation in row.evaluations:
                 evaluation_values_.append(keys + evaluation_values(evaluation))
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for row in rows:
+            counts[row.experiment_id][0] += 1
+            counts[row.experiment_id][1] += len(row.evaluations)
         with self.engine.begin() as connection:
             span_insert.execute(connection, span_values)
             evaluation_insert.execute(connection, evaluation_values_)
+            for experiment_id, (added_rows, added_evaluations) in counts.items():
+                count_written(connection, experiment_id, added_rows, added_evaluations)
 
     def write_summary_evaluations(
         self, experiment_id: str, run_iteration: int, evaluations: Sequence[EvaluationRecord]
@@ -622,6 +634,24 @@ class SqlBackend:
             )
             for row in rows
         ]
+
+    def search(
+        self,
+        experiment_id: str,
+        query: str,
+        *,
+        run: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: str | None = None,
+    ) -> SearchPage:
+        info = self.get_experiment(experiment_id)
+        # The catalog of facets and the multi-run aggregates come from the same rebuild.
+        self.refresh_aggregates(experiment_id, only_if_stale=True)
+        with self.engine.connect() as connection:
+            return search_experiment(
+                connection, info, query, run=run, limit=limit, offset=offset, sort=sort
+            )
 
     def count_rows(self, experiment_id: str) -> int:
         """How many rows (record x run) of an experiment are stored."""

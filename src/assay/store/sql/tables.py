@@ -117,6 +117,10 @@ experiments = Table(
     Column("sample_size", Integer, nullable=True),
     # "host:pid" of the process running it, so a resume can tell a killed run from a live one.
     Column("runner", String(300), nullable=True),
+    # Rows and evaluations written so far, kept by every writer in the same transaction:
+    # a search compares them with what its aggregates were built from, in one lookup.
+    Column("row_count", Integer, nullable=False, server_default="0"),
+    Column("evaluation_count", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_experiments_name", "project_id", "name"),
@@ -209,6 +213,8 @@ evaluations = Table(
     # (experiment, label): a new experiment appends to one range per label, where a
     # record id in the key would scatter every insert across the index.
     Index("ix_evaluations_label", "experiment_id", "label"),
+    # A page of search results, or a record's detail, reads a few rows' evaluations.
+    Index("ix_evaluations_span", "experiment_id", "span_id"),
 )
 
 summary_evaluations = Table(
@@ -250,6 +256,7 @@ record_aggregates = Table(
     Column("mean", Float, nullable=True),
     Column("mode", Text, nullable=True),
     Index("ix_record_aggregates_mean", "experiment_id", "facet", "mean"),
+    Index("ix_record_aggregates_record", "experiment_id", "record_id"),
 )
 
 aggregate_state = Table(
@@ -260,4 +267,69 @@ aggregate_state = Table(
     # store holds more, the aggregates are stale.
     Column("rows", Integer, nullable=False),
     Column("evaluations", Integer, nullable=False),
+)
+
+# Looked up by the HTTP ingestion (`store.sql.ingest`): a metric names its span by id, and a
+# span must not be stored twice when a client re-posts it. Unique: span ids are random
+# 64-bit numbers, one per span of an experiment.
+Index("uq_spans_span", spans.c.experiment_id, spans.c.span_id, unique=True)
+# The children of a trace, whose tokens and cost roll up onto its root. Partial: rows
+# without child spans (most of them) cost this index nothing.
+Index(
+    "ix_spans_child_trace",
+    spans.c.experiment_id,
+    spans.c.trace_id,
+    sqlite_where=text("parent_id IS NOT NULL"),
+    postgresql_where=text("parent_id IS NOT NULL"),
+)
+
+# Every evaluation metric posted over HTTP, by key: a row metric by its span, a summary
+# metric by its run (``span_id`` empty). Spans and metrics arrive separately and in any
+# order, so a metric whose span has not come yet waits here (``pending``) with its values,
+# and moves to ``evaluations`` when the span is stored; a stored metric keeps only its key
+# and timestamp here, so that a re-posted metric is recognised and never stored twice.
+posted_evaluations = Table(
+    "posted_evaluations",
+    metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("span_id", String(32), nullable=False),
+    # 0 for row metrics (their span gives the run); the run of a summary metric.
+    Column("run_iteration", Integer, nullable=False),
+    Column("pending", Boolean, nullable=False),
+    Column("trace_id", String(32), nullable=True),
+    Column("label", String(200), nullable=False),
+    Column("metric_type", String(16), nullable=False),
+    Column("score_value", Float, nullable=True),
+    Column("categorical_value", Text, nullable=True),
+    Column("boolean_value", Boolean, nullable=True),
+    Column("json_value", JSON, nullable=True),
+    Column("raw_value", JSON, nullable=True),
+    Column("reasoning", Text, nullable=True),
+    Column("assessment", String(16), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("tags", JSON, nullable=True),
+    Column("error_type", String(400), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_stack", Text, nullable=True),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Index(
+        "uq_posted_evaluations_key",
+        "experiment_id",
+        "span_id",
+        "run_iteration",
+        "label",
+        unique=True,
+    ),
+)
+
+# What an experiment offers to search, found when its aggregates are rebuilt: evaluation
+# labels with their metric type (by the aggregation rules) and record tag keys.
+experiment_facets = Table(
+    "experiment_facets",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("metric_type", String(16), nullable=True),
 )

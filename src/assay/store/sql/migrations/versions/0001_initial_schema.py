@@ -109,6 +109,8 @@ def upgrade() -> None:
         sa.Column("summary_evaluator_names", sa.JSON(), nullable=False),
         sa.Column("sample_size", sa.Integer(), nullable=True),
         sa.Column("runner", sa.String(length=300), nullable=True),
+        sa.Column("row_count", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("evaluation_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

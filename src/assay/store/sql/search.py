@@ -1,0 +1,339 @@
+"""Running a search: resolve against the experiment's facets, compile, count, fetch a page.
+
+Everything happens in the database: the count and the page are two queries over the
+experiment's root spans (row queries) or its per-record aggregates (multi-run queries),
+then the page's evaluations or aggregates are read by index. Nothing is filtered in Python.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, func, select, true
+
+from assay.errors import QueryError
+from assay.query import Catalog, describe, resolve
+from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
+from assay.store.sql.search_compile import QueryCompiler
+from assay.store.sql.tables import (
+    evaluations,
+    experiment_facets,
+    experiments,
+    record_aggregates,
+    spans,
+)
+from assay.store.sql.values import evaluation_from_columns
+
+ROW_SORTS = {
+    "idx": ("idx",),
+    "run_iteration": ("run_iteration", "idx"),
+    "duration": ("duration_ns",),
+    "total_tokens": ("total_tokens",),
+    "input_tokens": ("input_tokens",),
+    "output_tokens": ("output_tokens",),
+    "estimated_total_cost": ("estimated_total_cost",),
+    "status": ("status",),
+}
+_AGGREGATE_NAMES = {
+    "duration": "@duration",
+    "total_tokens": "@trace.total_tokens",
+    "input_tokens": "@trace.input_tokens",
+    "output_tokens": "@trace.output_tokens",
+    "estimated_total_cost": "@trace.estimated_total_cost",
+}
+
+
+def load_catalog(connection: Connection, experiment_id: str) -> Catalog:
+    """The labels (with metric types) and tag keys found at the last aggregate rebuild."""
+    rows = connection.execute(
+        select(experiment_facets).where(experiment_facets.c.experiment_id == experiment_id)
+    ).all()
+    labels: dict[str, MetricType] = {
+        row.name: row.metric_type for row in rows if row.kind == "evaluation"
+    }
+    tags = frozenset(row.name for row in rows if row.kind == "tag")
+    return Catalog(evaluations=labels, tag_keys=tags)
+
+
+def _order(
+    table: Any, sort: str | None, allowed: dict[str, tuple[str, ...]], query: str
+) -> list[Any]:
+    if not sort:
+        return []
+    descending = sort.startswith("-")
+    key = sort.lstrip("-+")
+    if key not in allowed:
+        raise QueryError(
+            f"Cannot sort by {key!r}; sort by one of {', '.join(sorted(allowed))} "
+            "(prefix '-' for descending)",
+            query=query,
+        )
+    columns = [table.c[name] for name in allowed[key]]
+    return [column.desc() if descending else column for column in columns]
+
+
+def search(
+    connection: Connection,
+    info: ExperimentInfo,
+    query: str,
+    *,
+    run: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    sort: str | None = None,
+) -> SearchPage:
+    """One page of the rows (or records) of an experiment that match ``query``."""
+    if "\x00" in query:
+        # No database text holds NUL, so nothing could match it; say so instead of failing.
+        raise QueryError(
+            "The query contains a NUL character, which no stored text can contain; remove it",
+            query=query,
+            position=query.index("\x00"),
+        )
+    if limit < 0 or offset < 0:
+        raise QueryError(
+            f"limit and offset must not be negative (got {limit}, {offset})", query=query
+        )
+    catalog = load_catalog(connection, info.id)
+    resolved = resolve(query, catalog)
+    runs = {item.run_id: item.run_iteration for item in info.runs}
+    if run is not None and run not in runs.values():
+        raise QueryError(
+            f"Experiment {info.name!r} has no run {run}; its runs are 1..{len(runs)}",
+            query=query,
+        )
+    compiler = QueryCompiler(
+        dialect=connection.dialect.name, experiment_id=info.id, runs=runs, query_text=query
+    )
+    description = describe(resolved)
+    if resolved.multi_run:
+        if run is not None:
+            raise QueryError(
+                "A multi-run query selects records by their aggregate over every run; "
+                "drop run= (or drop the @multi_run_ terms to search one run's rows)",
+                query=query,
+            )
+        return _search_records(
+            connection, info, compiler, resolved, limit, offset, sort, description
+        )
+    return _search_rows(connection, info, compiler, resolved, run, limit, offset, sort, description)
+
+
+def _search_rows(
+    connection: Connection,
+    info: ExperimentInfo,
+    compiler: QueryCompiler,
+    resolved: Any,
+    run: int | None,
+    limit: int,
+    offset: int,
+    sort: str | None,
+    description: str,
+) -> SearchPage:
+    scope = [spans.c.experiment_id == info.id, spans.c.parent_id.is_(None)]
+    if run is not None:
+        scope.append(spans.c.run_iteration == run)
+    condition = compiler.rows(resolved.node) if resolved.node is not None else true()
+    total = connection.execute(
+        select(func.count()).select_from(spans).where(*scope, condition)
+    ).scalar_one()
+    if resolved.node is None:
+        everything = total
+    elif run is None:
+        everything = connection.execute(
+            select(experiments.c.row_count).where(experiments.c.id == info.id)
+        ).scalar_one()
+    else:
+        everything = connection.execute(
+            select(func.count()).select_from(spans).where(*scope)
+        ).scalar_one()
+    order = [*_order(spans, sort, ROW_SORTS, resolved.text), spans.c.run_iteration, spans.c.idx]
+    page = connection.execute(
+        select(
+            spans.c.span_id,
+            spans.c.record_id,
+            spans.c.idx,
+            spans.c.run_iteration,
+            spans.c.status,
+            spans.c.duration_ns,
+            spans.c.input,
+            spans.c.output,
+            spans.c.expected_output,
+            spans.c.metadata,
+            spans.c.tags,
+            spans.c.error_type,
+            spans.c.error_message,
+            spans.c.total_tokens,
+            spans.c.estimated_total_cost,
+        )
+        .where(*scope, condition)
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    values: dict[str, dict[str, JSON]] = defaultdict(dict)
+    if page:
+        for row in connection.execute(
+            select(evaluations).where(
+                evaluations.c.experiment_id == info.id,
+                evaluations.c.span_id.in_([row.span_id for row in page]),
+            )
+        ):
+            values[row.span_id][row.label] = (
+                None if row.error_type is not None else evaluation_from_columns(row).value
+            )
+    items: list[dict[str, JSON]] = [
+        {
+            "record_id": row.record_id,
+            "idx": row.idx,
+            "run_iteration": row.run_iteration,
+            "span_id": row.span_id,
+            "status": row.status,
+            "duration": row.duration_ns,
+            "input": row.input,
+            "output": row.output,
+            "expected_output": row.expected_output,
+            "metadata": row.metadata,
+            "tags": row.tags,
+            "error": (
+                {"type": row.error_type, "message": row.error_message}
+                if row.error_type is not None
+                else None
+            ),
+            "total_tokens": row.total_tokens,
+            "estimated_total_cost": row.estimated_total_cost,
+            "evaluations": values.get(row.span_id, {}),
+        }
+        for row in page
+    ]
+    return SearchPage(
+        total=int(total), items=items, multi_run=False, description=description, of=int(everything)
+    )
+
+
+def _aggregate_names(facet: str, mean: float | None, mode: str | None) -> dict[str, JSON]:
+    if facet == "status":
+        return {"@multi_run_mode.@status": mode}
+    if facet.startswith("evaluation:"):
+        name = f"@evaluations.custom.{facet.removeprefix('evaluation:')}"
+        found: dict[str, JSON] = {}
+        if mean is not None:
+            found[f"@multi_run_avg.{name}"] = mean
+        if mode is not None:
+            found[f"@multi_run_mode.{name}"] = (
+                mode == "true" if mode in ("true", "false") and mean is not None else mode
+            )
+        return found
+    return {f"@multi_run_avg.{_AGGREGATE_NAMES.get(facet, facet)}": mean}
+
+
+def _search_records(
+    connection: Connection,
+    info: ExperimentInfo,
+    compiler: QueryCompiler,
+    resolved: Any,
+    limit: int,
+    offset: int,
+    sort: str | None,
+    description: str,
+) -> SearchPage:
+    record = record_aggregates.alias("record")
+    scope = [record.c.experiment_id == info.id, record.c.facet == "status"]
+    condition = compiler.records(resolved.node, record) if resolved.node is not None else true()
+    total = connection.execute(
+        select(func.count()).select_from(record).where(*scope, condition)
+    ).scalar_one()
+    everything = connection.execute(
+        select(func.count()).select_from(record).where(*scope)
+    ).scalar_one()
+    order: list[Any] = []
+    if sort:
+        order = _record_order(record, sort, resolved.text, info.id)
+    page = connection.execute(
+        select(record.c.record_id, record.c.idx, record.c.n, record.c.errors)
+        .where(*scope, condition)
+        .order_by(*order, record.c.idx)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    ids = [row.record_id for row in page]
+    aggregates: dict[str, dict[str, JSON]] = defaultdict(dict)
+    records: dict[str, Any] = {}
+    if ids:
+        for row in connection.execute(
+            select(record_aggregates).where(
+                record_aggregates.c.experiment_id == info.id,
+                record_aggregates.c.record_id.in_(ids),
+            )
+        ):
+            aggregates[row.record_id].update(_aggregate_names(row.facet, row.mean, row.mode))
+        for row in connection.execute(
+            select(
+                spans.c.record_id,
+                spans.c.input,
+                spans.c.expected_output,
+                spans.c.metadata,
+                spans.c.tags,
+            ).where(
+                spans.c.experiment_id == info.id,
+                spans.c.run_iteration.in_([run.run_iteration for run in info.runs]),
+                spans.c.record_id.in_(ids),
+                spans.c.parent_id.is_(None),
+            )
+        ):
+            records.setdefault(row.record_id, row)
+    items: list[dict[str, JSON]] = []
+    for row in page:
+        stored = records.get(row.record_id)
+        items.append(
+            {
+                "record_id": row.record_id,
+                "idx": row.idx,
+                "runs": row.n,
+                "failed_runs": row.errors,
+                "input": stored.input if stored else None,
+                "expected_output": stored.expected_output if stored else None,
+                "metadata": stored.metadata if stored else None,
+                "tags": stored.tags if stored else None,
+                "aggregates": aggregates.get(row.record_id, {}),
+            }
+        )
+    return SearchPage(
+        total=int(total), items=items, multi_run=True, description=description, of=int(everything)
+    )
+
+
+def _record_order(record: Any, sort: str, query: str, experiment_id: str) -> list[Any]:
+    descending = sort.startswith("-")
+    key = sort.lstrip("-+")
+    if key == "idx":
+        return [record.c.idx.desc() if descending else record.c.idx]
+    for prefix, column in (("@multi_run_avg.", "mean"), ("@multi_run_mode.", "mode")):
+        if key.startswith(prefix):
+            inner = key.removeprefix(prefix)
+            facet = next(
+                (name for name, spelled in _AGGREGATE_NAMES.items() if spelled == inner),
+                None,
+            )
+            if inner == "@status":
+                facet = "status"
+            elif inner.startswith("@evaluations.custom."):
+                facet = "evaluation:" + inner.removeprefix("@evaluations.custom.")
+            if facet is not None:
+                by = record_aggregates.alias("sort_by")
+                value = (
+                    select(by.c[column])
+                    .where(
+                        by.c.experiment_id == experiment_id,
+                        by.c.facet == facet,
+                        by.c.record_id == record.c.record_id,
+                    )
+                    .scalar_subquery()
+                )
+                return [value.desc() if descending else value]
+    raise QueryError(
+        f"Cannot sort records by {key!r}; sort by idx or a multi-run facet such as "
+        "@multi_run_avg.@evaluations.custom.<label> (prefix '-' for descending)",
+        query=query,
+    )

@@ -1,0 +1,563 @@
+"""Resolved search queries as SQLAlchemy conditions, with bound parameters only.
+
+Row queries become a condition on the root ``spans`` of an experiment; multi-run queries a
+condition on its records, one ``record_aggregates`` row each. Every leaf compiles to a
+condition that is never NULL (so ``NOT`` of a missing attribute is true, as in the
+reference evaluator :mod:`assay.query.evaluate`, whose semantics this module follows):
+
+- evaluations: ``span_id IN (SELECT span_id FROM evaluations WHERE label = ... AND ...)``,
+  evaluated once per query, on the typed value columns;
+- ``@trace.*`` / ``@duration`` / ``@status`` / ``@meta.error.type``: the span's columns;
+- ``@meta.<field>.<path>`` and record tags: the JSON functions of each dialect (SQLite's
+  ``json_type``/``json_extract``/``json_each``, PostgreSQL's ``json_typeof``/
+  ``json_extract_path``/``json_array_elements``); an array matches when any element does;
+- free text: a case-insensitive ``LIKE`` over the JSON text of input, output, expected
+  output, metadata and tags (for strings, their quoted JSON text: a phrase containing a
+  quote or backslash may differ from the reference; SQLite folds case of ASCII only);
+- multi-run facets: ``record_id IN (SELECT record_id FROM record_aggregates WHERE facet =
+  ... AND mean > ...)``; record-level terms (tags, inputs, text) through the record's spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from assay.errors import QueryError
+from assay.query.ast import (
+    And,
+    Comparison,
+    Exists,
+    Expr,
+    GlobToken,
+    Not,
+    Or,
+    Range,
+    Term,
+    Value,
+    Wildcard,
+    glob_segments,
+)
+from assay.query.facets import (
+    ErrorTypeFacet,
+    EvaluationFacet,
+    Facet,
+    JsonFacet,
+    MetricFacet,
+    MultiRunFacet,
+    RecordIdFacet,
+    RunFacet,
+    StatusFacet,
+    TagFacet,
+    number_operand,
+)
+from assay.store.sql.aggregates import evaluation_facet
+from assay.store.sql.tables import evaluations, record_aggregates, spans
+
+Condition = ColumnElement[bool]
+_OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
+    "=": lambda a, b: a == b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+_METRIC_COLUMNS = {
+    "duration": "duration_ns",
+    "total_tokens": "total_tokens",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "estimated_total_cost": "estimated_total_cost",
+}
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def like_pattern(pattern: str, *, anywhere: bool, lower: bool = False) -> str:
+    """A glob (``*`` any run, ``?`` one character, backslash escapes) as a LIKE pattern."""
+    parts = []
+    for segment in glob_segments(pattern):
+        if segment is GlobToken.ANY:
+            parts.append("%")
+        elif segment is GlobToken.ONE:
+            parts.append("_")
+        else:
+            text = str(segment)
+            parts.append(_like_escape(text.lower() if lower else text))
+    body = "".join(parts)
+    return f"%{body}%" if anywhere else body
+
+
+def _never_null(condition: Any) -> Condition:
+    # NULL would make NOT(...) NULL too and drop rows whose attribute is missing.
+    return func.coalesce(condition, false())
+
+
+class JsonAccess:
+    """One dialect's way to look inside a JSON column: type, text and number at a path."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+
+    def at(self, column: Any, path: Sequence[str]) -> Any:
+        if self.dialect == "postgresql":
+            return (
+                func.json_extract_path(cast(column, _pg_json()), *path)
+                if path
+                else cast(column, _pg_json())
+            )
+        quoted = "".join('."' + key.replace('"', '\\"') + '"' for key in path)
+        return (column, f"${quoted}")
+
+    def scalar_kind(self, located: Any) -> Any:
+        if self.dialect == "postgresql":
+            return func.replace(func.json_typeof(located), "string", "text")
+        column, path = located
+        kind = func.json_type(column, path)
+        return _sqlite_kind(kind)
+
+    def truth(self, located: Any) -> Any:
+        """``true`` or ``false`` for a JSON boolean (SQLite extracts them as 1 and 0)."""
+        if self.dialect == "postgresql":
+            return located.op("#>>")(_EMPTY_PATH())
+        column, path = located
+        return func.json_type(column, path)
+
+    def text(self, located: Any) -> Any:
+        if self.dialect == "postgresql":
+            return located.op("#>>")(_EMPTY_PATH())
+        column, path = located
+        return cast(func.json_extract(column, path), String)
+
+    def number(self, located: Any) -> Any:
+        if self.dialect == "postgresql":
+            # PostgreSQL may evaluate a CAST before the test beside it: only cast numbers.
+            return case(
+                (func.json_typeof(located) == "number", cast(self.text(located), Float)),
+                else_=None,
+            )
+        column, path = located
+        return cast(func.json_extract(column, path), Float)
+
+    def elements(self, located: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """A table of the array's elements: (from-clause, kind, text, number, truth)."""
+        if self.dialect == "postgresql":
+            table = func.json_array_elements(located).table_valued("value").alias("element")
+            value = table.c.value
+            text = value.op("#>>")(_EMPTY_PATH())
+            return (
+                table,
+                func.replace(func.json_typeof(value), "string", "text"),
+                text,
+                case((func.json_typeof(value) == "number", cast(text, Float)), else_=None),
+                text,
+            )
+        column, path = located
+        table = func.json_each(column, path).table_valued("type", "value").alias("element")
+        return (
+            table,
+            _sqlite_kind(table.c.type),
+            cast(table.c.value, String),
+            cast(table.c.value, Float),
+            table.c.type,
+        )
+
+
+def _sqlite_kind(kind: Any) -> Any:
+    # SQLite says integer/real/true/false; the reference speaks of numbers and booleans.
+    return case(
+        (kind.in_(("integer", "real")), "number"),
+        (kind.in_(("true", "false")), "boolean"),
+        else_=kind,
+    )
+
+
+def _EMPTY_PATH() -> Any:
+    """PostgreSQL's ``'{}'::text[]``: with ``#>>``, a JSON scalar's text."""
+    from sqlalchemy import Text
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return cast(literal("{}"), ARRAY(Text))
+
+
+def _pg_json() -> Any:
+    from sqlalchemy.dialects.postgresql import JSON
+
+    return JSON()
+
+
+class QueryCompiler:
+    """Compiles a resolved query against one experiment's stored rows."""
+
+    def __init__(
+        self,
+        *,
+        dialect: str,
+        experiment_id: str,
+        runs: Mapping[str, int],
+        query_text: str,
+    ) -> None:
+        self.dialect = dialect
+        self.experiment_id = experiment_id
+        self.runs = runs
+        self.query_text = query_text
+        self.json = JsonAccess(dialect)
+
+    # Rows ---------------------------------------------------------------------------------
+
+    def rows(self, node: Expr[Facet]) -> Condition:
+        """The condition on a root span (one row) of the experiment."""
+        if isinstance(node, And):
+            return and_(*(self.rows(operand) for operand in node.operands))
+        if isinstance(node, Or):
+            return or_(*(self.rows(operand) for operand in node.operands))
+        if isinstance(node, Not):
+            return not_(self.rows(node.operand))
+        if isinstance(node, Term):
+            return self._text(node, with_output=True)
+        return self._row_leaf(node)
+
+    def _row_leaf(self, node: Any) -> Condition:
+        facet = node.attribute
+        if isinstance(facet, EvaluationFacet):
+            return _never_null(spans.c.span_id.in_(self._evaluation_spans(facet, node)))
+        if isinstance(facet, MetricFacet):
+            return _never_null(
+                self._number_leaf(spans.c[_METRIC_COLUMNS[facet.metric]], facet, node)
+            )
+        if isinstance(facet, StatusFacet):
+            return _never_null(self._text_leaf(spans.c.status, node))
+        if isinstance(facet, ErrorTypeFacet):
+            return _never_null(self._text_leaf(spans.c.error_type, node))
+        if isinstance(facet, RecordIdFacet):
+            return _never_null(self._text_leaf(spans.c.record_id, node))
+        if isinstance(facet, RunFacet):
+            return self._run_leaf(facet, node)
+        if isinstance(facet, JsonFacet):
+            column = spans.c[facet.field]
+            return self._json_leaf(self.json.at(column, facet.path), node)
+        if isinstance(facet, TagFacet):
+            return self._tag_leaf(facet, node)
+        raise self._unsupported(node)
+
+    def _evaluation_spans(self, facet: EvaluationFacet, node: Any) -> Any:
+        usable = [
+            evaluations.c.experiment_id == self.experiment_id,
+            evaluations.c.label == facet.label,
+            evaluations.c.error_type.is_(None),
+        ]
+        metric_type = facet.metric_type
+        if metric_type == "score":
+            boolean_number = _boolean_number(evaluations.c.boolean_value)
+            value = func.coalesce(evaluations.c.score_value, boolean_number)
+            condition = self._number_leaf(value, facet, node)
+        elif metric_type == "boolean":
+            condition = self._boolean_leaf(evaluations.c.boolean_value, node)
+        elif metric_type == "categorical":
+            condition = self._text_leaf(evaluations.c.categorical_value, node)
+        else:
+            condition = self._json_leaf(self.json.at(evaluations.c.json_value, ()), node)
+        return select(evaluations.c.span_id).where(*usable, condition)
+
+    def _run_leaf(self, facet: RunFacet, node: Any) -> Condition:
+        if facet.key == "run_iteration":
+            if isinstance(node, Comparison) and node.operator == "=":
+                # A plain integer test, so that the (experiment, run, record) index serves it.
+                number = node.value.number
+                if number is None or number != int(number):
+                    return false()
+                return spans.c.run_iteration == int(number)
+            return _never_null(self._number_leaf(spans.c.run_iteration, facet, node))
+        # run ids live in the runs table; the experiment's few runs are known here.
+        if isinstance(node, Exists):
+            return true()
+        if isinstance(node, Comparison) and node.operator == "=":
+            iteration = self.runs.get(node.value.text)
+            return spans.c.run_iteration == iteration if iteration else false()
+        if isinstance(node, Wildcard):
+            import fnmatch
+
+            matching = [
+                number
+                for run_id, number in self.runs.items()
+                if fnmatch.fnmatchcase(run_id, node.pattern.replace("[", "[[]"))
+            ]
+            return spans.c.run_iteration.in_(matching) if matching else false()
+        raise self._unsupported(node)
+
+    # Leaves on plain columns -----------------------------------------------------------
+
+    def _number_leaf(self, column: Any, facet: Facet, node: Any) -> Any:
+        if isinstance(node, Exists):
+            return column.is_not(None)
+        if isinstance(node, Comparison):
+            number = number_operand(facet, node.value)
+            if number is None:
+                return false()
+            return _OPERATORS[node.operator](cast(column, Float), number)
+        if isinstance(node, Range):
+            parts = [column.is_not(None)]
+            if node.low is not None:
+                low = number_operand(facet, node.low)
+                parts.append(cast(column, Float) >= low if low is not None else false())
+            if node.high is not None:
+                high = number_operand(facet, node.high)
+                parts.append(cast(column, Float) <= high if high is not None else false())
+            return and_(*parts)
+        if isinstance(node, Wildcard):
+            return false()  # a glob matches strings only
+        raise self._unsupported(node)
+
+    def _text_leaf(self, column: Any, node: Any) -> Any:
+        if isinstance(node, Exists):
+            return column.is_not(None)
+        if isinstance(node, Comparison) and node.operator == "=":
+            return column == node.value.text
+        if isinstance(node, Wildcard):
+            return self._glob(column, node.pattern)
+        if isinstance(node, Comparison | Range):
+            return false()  # ordering compares numbers only
+        raise self._unsupported(node)
+
+    def _boolean_leaf(self, column: Any, node: Any) -> Any:
+        if isinstance(node, Exists):
+            return column.is_not(None)
+        if isinstance(node, Comparison) and node.operator == "=":
+            wanted = node.value.boolean
+            if wanted is None:
+                return false()
+            return column == (true() if wanted else false())
+        return false()
+
+    def _glob(self, column: Any, pattern: str) -> Any:
+        if self.dialect == "sqlite":
+            # SQLite's LIKE ignores ASCII case; a wildcard value match is case-sensitive.
+            return _case_sensitive(column, pattern)
+        return column.like(like_pattern(pattern, anywhere=False), escape="\\")
+
+    # JSON and tags -------------------------------------------------------------------------
+
+    def _json_scalar(self, kind: Any, text: Any, number: Any, truth: Any, node: Any) -> Any:
+        if isinstance(node, Comparison):
+            value: Value = node.value
+            if node.operator != "=":
+                if value.number is None:
+                    return false()
+                return and_(kind == "number", _OPERATORS[node.operator](number, value.number))
+            options = [and_(kind == "text", text == value.text)]
+            if value.number is not None:
+                options.append(and_(kind == "number", number == value.number))
+            if value.boolean is not None:
+                options.append(
+                    and_(kind == "boolean", truth == ("true" if value.boolean else "false"))
+                )
+            return or_(*options)
+        if isinstance(node, Range):
+            parts = [kind == "number"]
+            if node.low is not None:
+                parts.append(number >= node.low.number if node.low.number is not None else false())
+            if node.high is not None:
+                parts.append(
+                    number <= node.high.number if node.high.number is not None else false()
+                )
+            return and_(*parts)
+        if isinstance(node, Wildcard):
+            return and_(kind == "text", self._glob(text, node.pattern))
+        raise self._unsupported(node)
+
+    def _json_leaf(self, located: Any, node: Any) -> Condition:
+        kind = self.json.scalar_kind(located)
+        if isinstance(node, Exists):
+            return _never_null(and_(kind.is_not(None), kind != "null"))
+        scalar = and_(
+            kind.in_(("text", "number", "boolean")),
+            self._json_scalar(
+                kind,
+                self.json.text(located),
+                self.json.number(located),
+                self.json.truth(located),
+                node,
+            ),
+        )
+        table, element_kind, element_text, element_number, element_truth = self.json.elements(
+            located
+        )
+        in_array = and_(
+            kind == "array",
+            exists(
+                select(literal(1))
+                .select_from(table)
+                .where(
+                    element_kind.in_(("text", "number", "boolean")),
+                    self._json_scalar(
+                        element_kind, element_text, element_number, element_truth, node
+                    ),
+                )
+            ),
+        )
+        return _never_null(or_(scalar, in_array))
+
+    def _tag_elements(self) -> tuple[Any, Any]:
+        if self.dialect == "postgresql":
+            table = (
+                func.json_array_elements_text(cast(spans.c.tags, _pg_json()))
+                .table_valued("value")
+                .alias("tag")
+            )
+            return table, table.c.value
+        table = func.json_each(spans.c.tags).table_valued("value").alias("tag")
+        return table, cast(table.c.value, String)
+
+    def _tag_leaf(self, facet: TagFacet, node: Any) -> Condition:
+        table, tag = self._tag_elements()
+        prefix = f"{facet.key}:"
+        keyed = tag.like(_like_escape(prefix) + "%", escape="\\")
+        value = func.substr(tag, len(prefix) + 1)
+        if isinstance(node, Exists):
+            condition: Any = keyed
+        elif isinstance(node, Comparison) and node.operator == "=":
+            condition = tag == prefix + node.value.text
+        elif isinstance(node, Wildcard):
+            condition = and_(keyed, self._glob(value, node.pattern))
+        elif isinstance(node, Comparison | Range):
+            number = case((self._numeric_text(value), cast(value, Float)), else_=None)
+            condition = and_(keyed, self._number_leaf(number, facet, node))
+        else:
+            raise self._unsupported(node)
+        return _never_null(exists(select(literal(1)).select_from(table).where(condition)))
+
+    def _numeric_text(self, text: Any) -> Any:
+        """Whether a text reads as a number (the reference's rule, closely approximated)."""
+        if self.dialect == "postgresql":
+            return text.op("~")(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+        return and_(
+            text.op("GLOB")("*[0-9]*"),
+            not_(text.op("GLOB")("*[^0-9eE.+-]*")),
+            not_(text.op("GLOB")("*[0-9.][+-]*")),
+        )
+
+    # Free text --------------------------------------------------------------------------------
+
+    def _text(self, node: Term, *, with_output: bool) -> Condition:
+        if node.phrase:
+            pattern = "%" + _like_escape(node.text.lower()) + "%"
+        else:
+            pattern = like_pattern(node.text, anywhere=True, lower=True)
+        columns = [spans.c.input, spans.c.expected_output, spans.c.metadata]
+        if with_output:
+            columns.insert(1, spans.c.output)
+        options: list[Any] = [
+            func.lower(cast(column, String)).like(pattern, escape="\\") for column in columns
+        ]
+        table, tag = self._tag_elements()
+        options.append(
+            exists(
+                select(literal(1))
+                .select_from(table)
+                .where(func.lower(tag).like(pattern, escape="\\"))
+            )
+        )
+        return _never_null(or_(*options))
+
+    # Records (multi-run) ---------------------------------------------------------------------
+
+    def records(self, node: Expr[Facet], record: Any) -> Condition:
+        """The condition on a record, ``record`` being its ``record_aggregates`` row."""
+        if isinstance(node, And):
+            return and_(*(self.records(operand, record) for operand in node.operands))
+        if isinstance(node, Or):
+            return or_(*(self.records(operand, record) for operand in node.operands))
+        if isinstance(node, Not):
+            return not_(self.records(node.operand, record))
+        if isinstance(node, Term):
+            return _never_null(
+                record.c.record_id.in_(self._record_spans(self._text(node, with_output=False)))
+            )
+        facet = node.attribute
+        if isinstance(facet, MultiRunFacet):
+            return _never_null(record.c.record_id.in_(self._aggregate_records(facet, node)))
+        if isinstance(facet, RecordIdFacet):
+            return _never_null(self._text_leaf(record.c.record_id, node))
+        # Tags and inputs are the same in every run: look at the record's rows.
+        return _never_null(record.c.record_id.in_(self._record_spans(self._row_leaf(node))))
+
+    def _record_spans(self, condition: Any) -> Any:
+        return select(spans.c.record_id).where(
+            spans.c.experiment_id == self.experiment_id,
+            spans.c.parent_id.is_(None),
+            condition,
+        )
+
+    def _aggregate_records(self, facet: MultiRunFacet, node: Any) -> Any:
+        inner = facet.of
+        if isinstance(inner, EvaluationFacet):
+            name = evaluation_facet(inner.label)
+        elif isinstance(inner, MetricFacet):
+            name = inner.metric
+        else:
+            name = "status"
+        aggregate = record_aggregates.alias("aggregate")
+        if facet.aggregate == "avg":
+            condition = self._number_leaf(aggregate.c.mean, inner, node)
+        elif (
+            isinstance(node, Comparison)
+            and node.operator == "="
+            and isinstance(inner, EvaluationFacet)
+            and inner.metric_type == "boolean"
+        ):
+            wanted = node.value.boolean
+            condition = (
+                aggregate.c.mode == ("true" if wanted else "false")
+                if wanted is not None
+                else false()
+            )
+        else:
+            condition = self._text_leaf(aggregate.c.mode, node)
+        return select(aggregate.c.record_id).where(
+            aggregate.c.experiment_id == self.experiment_id,
+            aggregate.c.facet == name,
+            condition,
+        )
+
+    def _unsupported(self, node: Any) -> QueryError:
+        return QueryError(
+            f"'{self.query_text[node.start : node.end]}' cannot be searched in the store",
+            query=self.query_text,
+            position=node.start,
+        )
+
+
+def _boolean_number(column: Any) -> Any:
+    return case((column == true(), 1.0), (column == false(), 0.0), else_=None)
+
+
+def _case_sensitive(column: Any, pattern: str) -> Any:
+    """SQLite's GLOB: the same glob, case-sensitive (its classes escaped)."""
+    parts = []
+    for segment in glob_segments(pattern):
+        if segment is GlobToken.ANY:
+            parts.append("*")
+        elif segment is GlobToken.ONE:
+            parts.append("?")
+        else:
+            parts.append("".join(f"[{c}]" if c in "*?[]" else c for c in str(segment)))
+    return column.op("GLOB")("".join(parts))

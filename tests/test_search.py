@@ -1,0 +1,303 @@
+"""Search in the store: golden queries, and the SQL compiler against the reference evaluator.
+
+A random experiment (nested JSON inputs, tags, errors, NaN, tokens, every metric type) is
+stored once per store; hundreds of random queries then select exactly what the plain-Python
+evaluator of :mod:`assay.query.evaluate` selects, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from assay import LLMObs, QueryError, current_row
+from assay.query import evaluate, resolve
+from assay.store import open_backend
+
+WORDS = ["alpha", "beta", "gamma", "delta", "paris", "rome"]
+
+
+def make_records(rng: random.Random, count: int) -> list[dict[str, Any]]:
+    records = []
+    for index in range(count):
+        records.append(
+            {
+                "input_data": {
+                    "question": f"{rng.choice(WORDS)} {rng.choice(WORDS)} {index}",
+                    "level": rng.randint(1, 5),
+                    "topics": rng.sample(WORDS, rng.randint(0, 3)),
+                    "nested": {"flag": rng.random() < 0.5, "code": rng.choice(["a1", "b2", None])},
+                },
+                "expected_output": rng.choice([rng.choice(WORDS), rng.randint(0, 9), None]),
+                "metadata": {"difficulty": rng.choice(["easy", "hard"]), "weight": rng.random()},
+                "tags": [f"team:{rng.choice(['red', 'blue'])}", f"size:{rng.randint(1, 20)}"],
+            }
+        )
+    return records
+
+
+def task(input_data: Any, config: Any) -> Any:
+    row = current_row()
+    assert row is not None
+    rng = random.Random(f"{input_data['question']}:{row.run_iteration}")
+    if rng.random() < 0.1:
+        raise ValueError("task failed")
+    with LLMObs.llm(model_name="gpt-4o-mini", model_provider="openai"):
+        if rng.random() < 0.7:
+            LLMObs.annotate(metrics={"input_tokens": rng.randint(1, 900), "output_tokens": 10})
+    return rng.choice(
+        [rng.choice(WORDS), {"answer": rng.choice(WORDS), "score": rng.randint(0, 3)}, rng.random()]
+    )
+
+
+def score(input_data: Any, output_data: Any, expected_output: Any) -> Any:
+    if output_data is None:
+        return None
+    value = random.Random(str(output_data)).random()
+    if value > 0.95:
+        raise RuntimeError("judge failed")
+    return math.nan if value < 0.03 else round(value, 2)
+
+
+def passed(input_data: Any, output_data: Any, expected_output: Any) -> Any:
+    return isinstance(output_data, str) and output_data in ("alpha", "beta", "paris")
+
+
+def tone(input_data: Any, output_data: Any, expected_output: Any) -> Any:
+    if output_data is None:
+        return None
+    return ["positive", "negative", "neutral"][len(str(output_data)) % 3]
+
+
+@pytest.fixture
+def searched(llmobs: type[LLMObs]) -> Any:
+    rng = random.Random(11)
+    dataset = llmobs.create_dataset(dataset_name="search", records=make_records(rng, 40))
+    experiment = llmobs.experiment("search", task, dataset, [score, passed, tone], runs=3)
+    experiment.run(jobs=4)
+    backend = open_backend()
+    try:
+        stored = backend.experiment_rows(experiment.id or "")
+    finally:
+        backend.close()
+    runs = {run.run_iteration: run.run_id for run in experiment.info.runs}
+    rows = [
+        {
+            "record_id": row.record_id,
+            "run_iteration": row.run_iteration,
+            "run_id": runs[row.run_iteration],
+            "input": row.input_data,
+            "output": row.output,
+            "expected_output": row.expected_output,
+            "metadata": row.record_metadata,
+            "tags": row.tags,
+            "status": row.status,
+            "error_type": row.error.type if row.error else None,
+            "duration": row.duration_ns,
+            "total_tokens": row.rollup.total_tokens if row.rollup else None,
+            "input_tokens": row.rollup.input_tokens if row.rollup else None,
+            "output_tokens": row.rollup.output_tokens if row.rollup else None,
+            "estimated_total_cost": row.rollup.estimated_total_cost if row.rollup else None,
+            "evaluations": {e.label: (None if e.error else e.value) for e in row.evaluations},
+        }
+        for row in stored
+    ]
+    return experiment, rows
+
+
+def expected(experiment: Any, rows: list[Any], query: str) -> set[Any]:
+    from assay.store.sql.search import load_catalog
+
+    backend = open_backend()
+    try:
+        backend.refresh_aggregates(experiment.id, only_if_stale=True)
+        with backend.engine.connect() as connection:  # type: ignore[attr-defined]
+            catalog = load_catalog(connection, experiment.id)
+    finally:
+        backend.close()
+    resolved = resolve(query, catalog)
+    if resolved.multi_run:
+        return {r["record_id"] for r in evaluate(resolved, rows)}
+    return {(r["record_id"], r["run_iteration"]) for r in evaluate(resolved, rows)}
+
+
+def found(experiment: Any, query: str) -> set[Any]:
+    page = experiment.search(query, limit=100_000)
+    assert page.total == len(page.items)
+    if page.multi_run:
+        return {item["record_id"] for item in page.items}
+    return {(item["record_id"], item["run_iteration"]) for item in page.items}
+
+
+LEAVES = [
+    "@evaluations.custom.score:>0.5",
+    "@evaluations.custom.score:[0.2 TO 0.6]",
+    "@evaluations.custom.score:<=0.3",
+    "@evaluations.custom.score:*",
+    "@evaluations.custom.passed:true",
+    "@evaluations.custom.passed:false",
+    "@evaluations.custom.tone:positive",
+    "@evaluations.custom.tone:neg*",
+    "@evaluation.tone.value:(neutral OR positive)",
+    "@trace.total_tokens:>400",
+    "@trace.input_tokens:[100 TO 600]",
+    "@trace.estimated_total_cost:>0",
+    "@trace.total_tokens:*",
+    "@duration:>1ms",
+    "@duration:<1s",
+    "@status:error",
+    "@status:ok",
+    "@meta.error.type:builtins.ValueError",
+    "@meta.error.type:*",
+    "@meta.input.level:>=3",
+    "@meta.input.level:2",
+    "@meta.input.topics:paris",
+    "@meta.input.topics:r*",
+    "@meta.input.nested.flag:true",
+    "@meta.input.nested.code:a1",
+    "@meta.input.nested.code:*",
+    "@meta.input.question:*alpha*",
+    "@meta.output:paris",
+    "@meta.output.answer:beta",
+    "@meta.output.score:>=2",
+    "@meta.output:>0.5",
+    "@meta.expected_output:rome",
+    "@meta.expected_output:>4",
+    "@meta.metadata.difficulty:hard",
+    "@meta.metadata.weight:>0.5",
+    "team:red",
+    "size:>10",
+    "size:[3 TO 7]",
+    "team:b*",
+    "team:*",
+    "run_iteration:2",
+    "run_iteration:>=2",
+    "paris",
+    '"alpha beta"',
+    "gam*",
+    "ROME",
+]
+MULTI_LEAVES = [
+    "@multi_run_avg.@evaluations.custom.score:>0.5",
+    "@multi_run_avg.@evaluations.custom.passed:>=0.5",
+    "@multi_run_mode.@evaluations.custom.passed:true",
+    "@multi_run_mode.@evaluations.custom.tone:positive",
+    "@multi_run_mode.@evaluations.custom.tone:*tral",
+    "@multi_run_avg.@trace.total_tokens:>300",
+    "@multi_run_avg.@duration:>1ms",
+    "@multi_run_mode.@status:error",
+    "@multi_run_avg.@evaluations.custom.score:*",
+    "team:blue",
+    "size:<8",
+    "@meta.input.level:>=3",
+    "@meta.metadata.difficulty:easy",
+    "alpha",
+]
+
+
+def random_query(rng: random.Random, leaves: list[str], depth: int = 0) -> str:
+    shape = rng.random()
+    if depth >= 2 or shape < 0.4:
+        leaf = rng.choice(leaves)
+        return f"-{leaf}" if rng.random() < 0.2 else leaf
+    left = random_query(rng, leaves, depth + 1)
+    right = random_query(rng, leaves, depth + 1)
+    if shape < 0.7:
+        return f"{left} {right}"
+    if shape < 0.9:
+        return f"({left} OR {right})"
+    return f"NOT ({left} {right})"
+
+
+def test_every_facet_alone_matches_the_reference(searched: Any) -> None:
+    experiment, rows = searched
+    for query in LEAVES + MULTI_LEAVES[:9] + [""]:
+        assert found(experiment, query) == expected(experiment, rows, query), query
+        negated = f"-{query}" if query else ""
+        if negated and not query.startswith(("@multi_run", "paris", '"', "gam", "ROME", "alpha")):
+            assert found(experiment, negated) == expected(experiment, rows, negated), negated
+
+
+def test_random_queries_match_the_reference(searched: Any) -> None:
+    experiment, rows = searched
+    rng = random.Random(5)
+    for _ in range(150):
+        query = random_query(rng, LEAVES)
+        assert found(experiment, query) == expected(experiment, rows, query), query
+    for _ in range(100):
+        query = random_query(rng, MULTI_LEAVES)
+        if not any(term.startswith("@multi_run") for term in query.replace("(", " ").split()):
+            continue
+        assert found(experiment, query) == expected(experiment, rows, query), query
+
+
+def test_pages_counts_sorting_and_runs(searched: Any) -> None:
+    experiment, _ = searched
+    everything = experiment.search("", limit=1000)
+    assert everything.total == everything.of == 120 and len(everything.items) == 120
+    page = experiment.search("", limit=7, offset=14)
+    assert [item["span_id"] for item in page.items] == [
+        item["span_id"] for item in everything.items[14:21]
+    ]
+    run2 = experiment.search("@status:ok", run=2, limit=1000)
+    assert {item["run_iteration"] for item in run2.items} == {2}
+    assert run2.of == 40
+    slowest = experiment.search("", sort="-duration", limit=5)
+    durations = [item["duration"] for item in slowest.items]
+    assert durations == sorted(durations, reverse=True)
+    records = experiment.search(
+        "@multi_run_avg.@evaluations.custom.score:*",
+        sort="-@multi_run_avg.@evaluations.custom.score",
+        limit=1000,
+    )
+    means = [
+        item["aggregates"]["@multi_run_avg.@evaluations.custom.score"] for item in records.items
+    ]
+    assert means == sorted(means, reverse=True)
+    assert records.of == 40 and records.multi_run
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("@evaluations.custom.scor:>1", "did you mean '@evaluations.custom.score'"),
+        ("@evaluations.custom.tone:>1", "categorical"),
+        (
+            "@multi_run_avg.@trace.total_tokens:>1000 @trace.estimated_total_cost:>0.01",
+            "Cannot combine",
+        ),
+        ("(unclosed", "position"),
+    ],
+)
+def test_bad_queries_are_query_errors(searched: Any, query: str, message: str) -> None:
+    experiment, _ = searched
+    with pytest.raises(QueryError, match=message):
+        experiment.search(query)
+
+
+def test_run_and_sort_mistakes_are_query_errors(searched: Any) -> None:
+    experiment, _ = searched
+    with pytest.raises(QueryError, match="no run 9"):
+        experiment.search("", run=9)
+    with pytest.raises(QueryError, match="drop run="):
+        experiment.search("@multi_run_avg.@duration:>1", run=1)
+    with pytest.raises(QueryError, match="Cannot sort by 'colour'"):
+        experiment.search("", sort="colour")
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.text(max_size=40))
+def test_random_strings_raise_nothing_but_query_errors(searched: Any, text: str) -> None:
+    experiment, _ = searched
+    with contextlib.suppress(QueryError):
+        experiment.search(text, limit=5)
