@@ -30,6 +30,7 @@ from assay.cli_render import (
     listed_experiment,
     listed_json,
     report_json,
+    search_view,
 )
 from assay.config import (
     ASSAY_HOME,
@@ -41,7 +42,7 @@ from assay.config import (
     server_url,
 )
 from assay.demo import DEMO_QUESTIONS, run_demo
-from assay.errors import AssayError
+from assay.errors import AssayError, ConfigurationError
 from assay.execution.progress import RichProgress, default_display
 from assay.store import open_backend
 from assay.store.backend import Backend
@@ -364,6 +365,118 @@ def show(
         _print_json(report_json(report))
         return
     _stdout().print(experiment_view(report))
+
+
+@app.command(epilog=_STORE_EPILOG)
+def records(
+    experiment: Annotated[
+        str,
+        typer.Argument(
+            metavar="EXPERIMENT", help="An experiment id, a unique id prefix, or a name (newest)."
+        ),
+    ],
+    query: Annotated[
+        str,
+        typer.Option(
+            "--query",
+            "-q",
+            help="Datadog search syntax, e.g. '@multi_run_avg.@evaluations.custom.x:>0.5' "
+            "or 'run_iteration:1 @trace.total_tokens:>1000'. Empty: every row.",
+        ),
+    ] = "",
+    run: Annotated[
+        int | None, typer.Option("--run", help="Search only this run's rows (1..runs).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many items.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many items first.")] = 0,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help="Sort by a column (duration, -total_tokens, ...) or, for records, "
+            "a multi-run facet."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help='Print JSON: {"total": N, "of": M, "items": [...]}.'),
+    ] = False,
+) -> None:
+    """Search an experiment's rows (or, with @multi_run_ terms, its records)."""
+    with _backend() as backend:
+        info = backend.resolve_experiment(experiment)
+        page = backend.search(info.id, query, run=run, limit=limit, offset=offset, sort=sort)
+    if as_json:
+        _print_json(
+            {
+                "total": page.total,
+                "of": page.of,
+                "multi_run": page.multi_run,
+                "description": page.description,
+                "items": page.items,
+            }
+        )
+        return
+    _stdout().print(search_view(info, page, offset=offset))
+
+
+def _server_log_config() -> dict[str, Any]:
+    # One readable line per event: uvicorn's startup lines, one per request, one per error.
+    handler = {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "line": {
+                "format": "%(asctime)s %(levelname)s %(message)s",
+                "datefmt": "%Y-%m-%d %H:%M:%S",
+            }
+        },
+        "handlers": {"line": handler},
+        "loggers": {
+            name: {"handlers": ["line"], "level": "INFO", "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "assay")
+        },
+    }
+
+
+@app.command(epilog=_STORE_EPILOG)
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            help="SQLAlchemy URL of the store (default: ASSAY_DATABASE_URL, else "
+            "$ASSAY_HOME/assay.db), e.g. postgresql+psycopg://user@host/db.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the Experiments REST API over the store, until Ctrl-C.
+
+    The API is Datadog's LLM Observability Experiments API: point an unmodified ddtrace
+    client at it with `DD_LLMOBS_OVERRIDE_ORIGIN=http://HOST:PORT`. Progress and errors
+    are logged on stderr, one line each.
+    """
+    try:
+        import uvicorn
+
+        from assay.server import create_app
+    except ImportError as error:
+        raise ConfigurationError(
+            f"assay serve needs the server extra: pip install 'assay[server]' ({error})"
+        ) from error
+    server = create_app(database_url=database_url)
+    location = server.state.backend.location
+    typer.echo(f"assay: serving the store at {location} on http://{host}:{port}", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(
+            f"assay: warning: {host} is reachable beyond this machine and the API asks for "
+            "no key yet: anyone who can reach it can read and change the store",
+            err=True,
+        )
+    uvicorn.run(server, host=host, port=port, log_config=_server_log_config())
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Routes by resource; ``assay.server.app`` mounts them under every API prefix."""

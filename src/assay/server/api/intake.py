@@ -1,0 +1,79 @@
+"""The span intake (``POST /api/v2/llmobs``): ddtrace's span writer posts task spans here.
+
+The body is a list of ``{"event_type": "span", "_dd.scope": "experiments", "spans":
+[...]}``. Spans are grouped by their ``experiment_id`` tag and stored by
+``assay.store.sql.ingest`` in one transaction. Spans of no experiment (ordinary LLM
+Observability traces) and of experiments this server does not have are counted as
+``ignored``: Assay keeps experiments, not production traces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from assay.server.api.events import ingest_error
+from assay.server.dependencies import Store
+from assay.server.jsonapi import JsonApiResponse
+from assay.server.wire import IntakeEvent
+from assay.store.sql.ingest import EventBatch, IncomingSpan, IngestError, ingest_batches
+from assay.store.sql.ingest.model import tag_dict
+from assay.store.sql.lookups import existing_experiments
+
+router = APIRouter(tags=["span intake"])
+logger = logging.getLogger("assay.server")
+
+
+@router.post("/api/v2/llmobs", status_code=202, summary="Post spans (ddtrace's span writer)")
+def post_spans(events: Annotated[list[IntakeEvent], Body()], store: Store) -> JsonApiResponse:
+    groups: dict[str, list[tuple[int, int, IncomingSpan]]] = defaultdict(list)
+    total = ignored = 0
+    for event_index, event in enumerate(events):
+        for span_index, span in enumerate(event.spans or []):
+            total += 1
+            experiment_id = tag_dict(span.tags or []).get("experiment_id")
+            if experiment_id:
+                groups[experiment_id].append((event_index, span_index, span.incoming()))
+            else:
+                ignored += 1
+    known = existing_experiments(store.engine, sorted(groups))
+    for experiment_id in sorted(set(groups) - known):
+        logger.warning(
+            "span intake: %d span(s) of unknown experiment %s ignored",
+            len(groups[experiment_id]),
+            experiment_id,
+        )
+        ignored += len(groups.pop(experiment_id))
+    batches = {key: EventBatch(spans=[item[2] for item in items]) for key, items in groups.items()}
+    try:
+        results = ingest_batches(store.engine, batches) if batches else {}
+    except IngestError as error:
+        items = groups[error.experiment_id or ""]
+        if error.index is None or error.experiment_id is None:
+            raise ingest_error(error, prefix=()) from error
+        event_index, span_index, _ = items[error.index]
+        error.collection, error.index = "spans", span_index
+        raise ingest_error(error, prefix=(event_index,)) from error
+    meta: dict[str, Any] = {
+        "spans": total,
+        "stored": sum(result.spans for result in results.values()),
+        "duplicates": sum(result.duplicate_spans for result in results.values()),
+        "ignored": ignored,
+    }
+    return JsonApiResponse({"meta": meta}, status_code=202)
+
+
+@router.post(
+    "/api/intake/llm-obs/v2/eval-metric",
+    status_code=202,
+    summary="Evaluations of production spans (accepted and not kept)",
+)
+def post_eval_metrics(body: Annotated[dict[str, Any], Body()]) -> JsonApiResponse:
+    data = body.get("data")
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    metrics = attributes.get("metrics") if isinstance(attributes, dict) else None
+    count = len(metrics) if isinstance(metrics, list) else 0
+    return JsonApiResponse({"meta": {"metrics": count, "ignored": count}}, status_code=202)

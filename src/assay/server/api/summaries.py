@@ -1,0 +1,84 @@
+"""Assay's own reads, in the same JSON:API style: an experiment's summary and its records'.
+
+``GET /experiments/{id}/summary`` gives every evaluation aggregated by the seed's rules
+(``assay.aggregation.summarize``), the summary evaluations run by run, and the automatic
+metrics (duration, tokens, cost); ``GET /experiments/{id}/record_summaries`` each
+record's evaluations across its runs. ``filter[run_iteration]=N`` restricts both to run N.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from assay.aggregation import summarize, summarize_records, summarize_summary_evaluations
+from assay.server.api.experiments import experiment_or_404
+from assay.server.dependencies import Store
+from assay.server.jsonapi import JsonApiResponse, bad_parameter, document, page_of, resource
+from assay.store.records import ExperimentInfo
+from assay.trace_metrics import summarize_trace_metrics
+
+router = APIRouter(tags=["summaries"])
+RunFilter = Annotated[int | None, Query(alias="filter[run_iteration]", ge=1)]
+
+
+def _iterations(info: ExperimentInfo, run: int | None) -> list[int]:
+    iterations = [item.run_iteration for item in info.runs]
+    if run is None:
+        return iterations
+    if run not in iterations:
+        raise bad_parameter(
+            f"Experiment {info.name!r} has runs {iterations}; there is no run {run}",
+            parameter="filter[run_iteration]",
+        )
+    return [run]
+
+
+@router.get("/experiments/{experiment_id}/summary", summary="An experiment's aggregates")
+def experiment_summary(experiment_id: str, store: Store, run: RunFilter = None) -> JsonApiResponse:
+    info = experiment_or_404(store, experiment_id)
+    iterations = _iterations(info, run)
+    rows = store.experiment_rows(info.id, run_iteration=run)
+    attributes = {
+        "name": info.name,
+        "status": info.status,
+        "run_count": info.run_count,
+        "run_iterations": iterations,
+        "rows": len(rows),
+        "records": len({row.record_id for row in rows}),
+        "evaluations": summarize(rows, iterations),
+        "summary_evaluations": summarize_summary_evaluations(
+            store.summary_evaluations(info.id), iterations
+        ),
+        "trace_metrics": summarize_trace_metrics(rows),
+    }
+    return document(resource("experiment_summaries", info.id, attributes))
+
+
+@router.get(
+    "/experiments/{experiment_id}/record_summaries",
+    summary="Each record's evaluations aggregated across its runs",
+)
+def record_summaries(
+    experiment_id: str,
+    store: Store,
+    run: RunFilter = None,
+    limit: Annotated[int, Query(alias="page[limit]", ge=1, le=5000)] = 1000,
+    cursor: Annotated[str | None, Query(alias="page[cursor]")] = None,
+) -> JsonApiResponse:
+    info = experiment_or_404(store, experiment_id)
+    iterations = _iterations(info, run)
+    summaries = summarize_records(store.experiment_rows(info.id, run_iteration=run), iterations)
+    page, after = page_of(summaries, cursor=cursor, limit=limit)
+    return document(
+        [
+            resource(
+                "record_summaries",
+                item["record_id"],
+                {"idx": item["idx"], "evaluations": item["evaluations"]},
+            )
+            for item in page
+        ],
+        meta={"after": after} if after else None,
+    )

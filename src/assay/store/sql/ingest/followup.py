@@ -1,0 +1,162 @@
+"""After a batch is committed: the half that may have arrived meanwhile.
+
+Pending metrics move to ``evaluations`` once their span is stored, and a trace's child
+spans roll their tokens and cost up onto its root. Both run after the commit of the batch
+that could complete them, so that of two concurrent batches the later one always sees the
+other (see ``assay.store.sql.ingest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, null, select, update
+
+from assay.store.sql.aggregates import count_written
+from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
+from assay.store.sql.ingest.write import (
+    EVALUATION_COLUMNS,
+    bulk_insert,
+    chunks,
+    stored_roots,
+)
+from assay.store.sql.tables import evaluations as evaluation_table
+from assay.store.sql.tables import posted_evaluations, spans
+from assay.store.sql.values import (
+    EVALUATION_VALUE_COLUMNS,
+    evaluation_from_columns,
+    evaluation_values,
+)
+
+# What a moved metric no longer needs in the ledger: everything but label, type, time.
+_CLEARED = {name: null() for name in EVALUATION_VALUE_COLUMNS[2:-1]}
+
+
+def adopt_pending(
+    connection: Connection, *, experiment_id: str, span_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """Move the pending metrics of these spans that are stored now into ``evaluations``.
+
+    Each is claimed first (``pending`` true to false in one statement), so two callers
+    never move one twice. Returns the (span_id, label) of each metric moved.
+    """
+    waiting: list[Any] = []
+    for chunk in chunks(sorted(set(span_ids))):
+        waiting.extend(
+            connection.execute(
+                select(posted_evaluations).where(
+                    posted_evaluations.c.experiment_id == experiment_id,
+                    posted_evaluations.c.span_id.in_(chunk),
+                    posted_evaluations.c.pending.is_(True),
+                )
+            ).all()
+        )
+    if not waiting:
+        return set()
+    roots = stored_roots(connection, experiment_id, [row.span_id for row in waiting])
+    ready = [row for row in waiting if row.span_id in roots]
+    claimed: set[int] = set()
+    for chunk in chunks([row.pk for row in ready]):
+        claimed.update(
+            connection.execute(
+                update(posted_evaluations)
+                .where(posted_evaluations.c.pk.in_(chunk), posted_evaluations.c.pending.is_(True))
+                .values(pending=False, **_CLEARED)
+                .returning(posted_evaluations.c.pk)
+            ).scalars()
+        )
+    rows = []
+    moved = set()
+    for row in ready:
+        if row.pk in claimed:
+            span = roots[row.span_id]
+            values = evaluation_values(evaluation_from_columns(row))
+            rows.append((experiment_id, span.run_iteration, span.record_id, row.span_id, *values))
+            moved.add((row.span_id, row.label))
+    bulk_insert(connection, evaluation_table, EVALUATION_COLUMNS).execute(connection, rows)
+    if rows:
+        count_written(connection, experiment_id, 0, len(rows))
+    return moved
+
+
+def roll_up(connection: Connection, *, experiment_id: str, trace_ids: set[str]) -> None:
+    """Sum the children's tokens and cost onto the root of each trace, as the SDK does,
+    and give the children their root's record and run."""
+    children: list[Any] = []
+    for chunk in chunks(sorted(trace_ids)):
+        children.extend(
+            connection.execute(
+                select(
+                    spans.c.pk,
+                    spans.c.span_id,
+                    spans.c.parent_id,
+                    spans.c.trace_id,
+                    spans.c.kind,
+                    spans.c.run_iteration,
+                    spans.c.record_id,
+                    spans.c.idx,
+                    spans.c.input_tokens,
+                    spans.c.output_tokens,
+                    spans.c.total_tokens,
+                    spans.c.estimated_total_cost,
+                ).where(
+                    spans.c.experiment_id == experiment_id,
+                    spans.c.parent_id.is_not(None),
+                    spans.c.trace_id.in_(chunk),
+                )
+            ).all()
+        )
+    if not children:
+        return
+    # The root is the one parent that is not itself a child (found by the span index).
+    candidates = {child.parent_id for child in children} - {child.span_id for child in children}
+    roots: list[Any] = []
+    for chunk in chunks(sorted(candidates)):
+        roots.extend(
+            connection.execute(
+                select(
+                    spans.c.pk,
+                    spans.c.trace_id,
+                    spans.c.run_iteration,
+                    spans.c.record_id,
+                    spans.c.idx,
+                    spans.c.annotations,
+                ).where(
+                    spans.c.experiment_id == experiment_id,
+                    spans.c.span_id.in_(chunk),
+                    spans.c.parent_id.is_(None),
+                )
+            ).all()
+        )
+    by_trace: dict[str, list[Any]] = {}
+    for child in children:
+        by_trace.setdefault(child.trace_id, []).append(child)
+    for root in roots:
+        members = by_trace.get(root.trace_id, [])
+        own = (root.annotations or {}).get("metrics") or {}
+        counts = [
+            (child.input_tokens, child.output_tokens, child.total_tokens)
+            for child in members
+            if child.kind in MODEL_KINDS
+        ]
+        counts.append(token_counts(own))
+        costs = [c.estimated_total_cost for c in members if c.estimated_total_cost is not None]
+        connection.execute(
+            update(spans)
+            .where(spans.c.pk == root.pk)
+            .values(
+                input_tokens=known_sum(count[0] for count in counts),
+                output_tokens=known_sum(count[1] for count in counts),
+                total_tokens=known_sum(count[2] for count in counts),
+                estimated_total_cost=sum(costs) if costs else None,
+            )
+        )
+        place = (root.record_id, root.idx, root.run_iteration)
+        strays = [c.pk for c in members if (c.record_id, c.idx, c.run_iteration) != place]
+        for chunk in chunks(strays):
+            connection.execute(
+                update(spans)
+                .where(spans.c.pk.in_(chunk))
+                .values(record_id=root.record_id, idx=root.idx, run_iteration=root.run_iteration)
+            )
