@@ -24,7 +24,6 @@ import importlib
 import importlib.util
 import json
 import os
-import random
 import re
 import threading
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from assay import integrations, tracing
 from assay.evaluation import BaseEvaluator, EvaluatorContext, EvaluatorResult
+from assay.ids import new_span_id, new_trace_id
 from assay.integrations import anthropic as anthropic_integration
 from assay.integrations import openai as openai_integration
 from assay.store.records import JSON
@@ -388,7 +388,7 @@ class LLMJudge(BaseEvaluator):
             messages.append({"role": "system", "content": self.system_prompt})
         messages.append({"role": "user", "content": render(self.user_prompt, context)})
         schema = self._json_schema()
-        trace_id, span_id = f"{random.getrandbits(128):032x}", str(random.getrandbits(63) or 1)
+        trace_id, span_id = new_trace_id(), new_span_id()
         # A trace of its own, even inside a task's: the judge's tokens are not the task's.
         opened = tracing.begin_trace(trace_id, span_id)
         try:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import random
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +35,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, cast
 
 from assay import pricing
+from assay.ids import new_span_id
 from assay.store.records import JSON, ErrorInfo, SpanRecord, TraceRollup
 
 SpanKind = Literal["llm", "workflow", "task", "tool", "agent", "retrieval", "embedding"]
@@ -244,7 +244,7 @@ class SpanScope:
         name = self._name or self._kind
         opened = self._start(name)
         if opened is None:
-            span = Span(None, _new_span_id(), "undefined", name, self._kind)
+            span = Span(None, new_span_id(), "undefined", name, self._kind)
             self._open.append((span, None))
             return span
         self._open.append(opened)
@@ -335,7 +335,7 @@ class SpanScope:
             model_provider = model_provider or _UNNAMED_MODEL
         span = Span(
             trace,
-            _new_span_id(),
+            new_span_id(),
             parent_id,
             name,
             self._kind,
@@ -483,11 +483,6 @@ def annotate(
 
 
 # Recording ----------------------------------------------------------------------------
-
-
-def _new_span_id() -> str:
-    # ddtrace's shape: a 64-bit (here 63, so it fits a signed column) decimal string.
-    return str(random.getrandbits(63) or 1)
 
 
 def _finish(

@@ -23,6 +23,10 @@ import time
 from typing import Any
 
 
+# Jitter of its own: drawing from the global generator would change a seeded task's numbers.
+_JITTER = random.Random()
+
+
 class RateLimited(Exception):
     """Raise from a task or evaluator to say "rate limited; retry after ``retry_after`` s"."""
 
@@ -94,8 +98,8 @@ def backoff_delay(attempt: int, error: BaseException) -> float:
     asked = retry_after(error)
     if asked is not None:
         # A little jitter, so that every worker told "1 s" does not return at once.
-        return asked + random.uniform(0, 0.1 * max(asked, 0.05))
-    return min(30.0, 0.1 * 2.0**attempt) * random.uniform(0.5, 1.0)
+        return asked + _JITTER.uniform(0, 0.1 * max(asked, 0.05))
+    return min(30.0, 0.1 * 2.0**attempt) * _JITTER.uniform(0.5, 1.0)
 
 
 class AdaptiveLimit:

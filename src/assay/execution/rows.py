@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -29,16 +28,9 @@ from assay.execution.callables import (
 from assay.execution.calls import CallOutcome, CallPolicy
 from assay.execution.context import RowContext, set_current_row
 from assay.execution.plan import RunPlan
+from assay.ids import new_span_id, new_trace_id
 from assay.store.records import JSON, ErrorInfo, EvaluationRecord, RowRecord
 from assay.tracing import FinishedTrace, begin_trace, end_trace
-
-
-def new_span_id() -> str:
-    return str(random.getrandbits(63) or 1)
-
-
-def new_trace_id() -> str:
-    return f"{random.getrandbits(128):032x}"
 
 
 async def _in_context(context: contextvars.Context, coroutine: Any) -> Any:
