@@ -6,8 +6,9 @@ order) and, for compatibility, ``rows`` / ``summary_evaluations`` of the first r
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from assay.store.records import JSON, EvaluationRecord, RowRecord
@@ -112,19 +113,29 @@ def row_result(
 
 
 class ExperimentRun:
-    """One run of an experiment: every record once."""
+    """One run of an experiment: every record once.
+
+    ``rows`` are built from the stored row records on first access: an experiment of many
+    runs returns at once, and a caller who reads one run pays for that run.
+    """
 
     def __init__(
         self,
         run_id: uuid.UUID,
         run_iteration: int,
-        rows: list[ExperimentRowResult],
+        rows: list[ExperimentRowResult] | Callable[[], list[ExperimentRowResult]],
         summary_evaluations: dict[str, dict[str, JSON]],
     ) -> None:
         self.run_id = run_id
         self.run_iteration = run_iteration
-        self.rows = rows
+        self._rows = rows
         self.summary_evaluations = summary_evaluations
+
+    @property
+    def rows(self) -> list[ExperimentRowResult]:
+        if callable(self._rows):
+            self._rows = self._rows()
+        return self._rows
 
     def __repr__(self) -> str:
         return (
@@ -145,6 +156,12 @@ class ExperimentResult(TypedDict):
     """The first run's summary evaluations (compatibility; prefer ``runs``)."""
 
 
+def _row_results(
+    rows: Sequence[RowRecord], context: dict[str, JSON], pulled: bool
+) -> list[ExperimentRowResult]:
+    return [row_result(row, context, pulled=pulled) for row in rows]
+
+
 def build_result(
     runs: Sequence[tuple[str, int]],
     rows_by_run: dict[int, list[RowRecord]],
@@ -161,10 +178,9 @@ def build_result(
             **context,
             "tags": [*base_tags, f"run_id:{run_id}", f"run_iteration:{run_iteration}"],
         }
-        rows = [
-            row_result(row, run_context, pulled=pulled)
-            for row in rows_by_run.get(run_iteration, [])
-        ]
+        rows = functools.partial(
+            _row_results, rows_by_run.get(run_iteration, []), run_context, pulled
+        )
         summaries = {
             evaluation.label: evaluation_result(evaluation, pulled=pulled)
             for evaluation in summaries_by_run.get(run_iteration, [])
