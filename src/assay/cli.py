@@ -42,7 +42,7 @@ from assay.config import (
     server_url,
 )
 from assay.demo import DEMO_QUESTIONS, run_demo
-from assay.errors import AssayError, ConfigurationError
+from assay.errors import AssayError, ConfigurationError, QueryError
 from assay.execution.progress import RichProgress, default_display
 from assay.store import open_backend
 from assay.store.backend import Backend
@@ -80,6 +80,10 @@ class _AssayGroup(TyperGroup):
             context = getattr(error, "ctx", None)
             hint = f" (see '{context.command_path} --help')" if context is not None else ""
             _fail(f"{error.format_message()}{hint}", error.exit_code)
+        except QueryError as error:
+            # The query and a caret under the place at fault: three lines that belong together.
+            typer.echo(f"error: {error}", err=True)
+            sys.exit(1)
         except AssayError as error:
             _fail(str(error), 1)
         except typer.Abort:

@@ -105,7 +105,10 @@ class LLMObs:
         if not site:
             reason = "no site given"
         elif _is_assay_server(site):
-            reason = f"site {site!r}: remote Assay servers come with `assay serve` support"
+            reason = (
+                f"site {site!r}: this SDK does not talk to an Assay server yet; unmodified "
+                "ddtrace can, with DD_LLMOBS_OVERRIDE_ORIGIN"
+            )
         else:
             reason = f"site {site!r} is not an Assay server"
         kind = "the embedded store" if backend.location.startswith("/") else "the store"

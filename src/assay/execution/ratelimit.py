@@ -22,7 +22,6 @@ import threading
 import time
 from typing import Any
 
-
 # Jitter of its own: drawing from the global generator would change a seeded task's numbers.
 _JITTER = random.Random()
 

@@ -14,9 +14,10 @@ For each record of an experiment and each facet, one row of ``record_aggregates`
 These are the numbers ``record_summaries()`` gives; a test checks they agree. The rebuild
 is one ``INSERT ... SELECT`` per kind of facet, run by the database over the experiment's
 rows, so it costs one pass over the rows; queries then read one row per record. It runs
-when a multi-run query finds the aggregates older than the rows (``aggregate_state``
-counts what they were built from), not while an experiment writes: the writer's path
-stays as cheap as a bulk insert, and an experiment nobody searches never pays for it.
+when a search finds the aggregates older than the rows (``aggregate_state`` keeps the
+writers' row and evaluation counters they were built from), not while an experiment
+writes: the writer's path stays as cheap as a bulk insert, and an experiment nobody
+searches never pays for it.
 """
 
 from __future__ import annotations

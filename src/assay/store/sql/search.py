@@ -70,7 +70,8 @@ def _order(
             query=query,
         )
     columns = [table.c[name] for name in allowed[key]]
-    return [column.desc() if descending else column for column in columns]
+    # Missing values last either way, on SQLite as on PostgreSQL (whose defaults differ).
+    return [(column.desc() if descending else column.asc()).nulls_last() for column in columns]
 
 
 def search(
@@ -331,7 +332,7 @@ def _record_order(record: Any, sort: str, query: str, experiment_id: str) -> lis
                     )
                     .scalar_subquery()
                 )
-                return [value.desc() if descending else value]
+                return [(value.desc() if descending else value.asc()).nulls_last()]
     raise QueryError(
         f"Cannot sort records by {key!r}; sort by idx or a multi-run facet such as "
         "@multi_run_avg.@evaluations.custom.<label> (prefix '-' for descending)",
