@@ -900,3 +900,42 @@ def test_the_app_opens_its_own_store(tmp_path: Any) -> None:
         assert reopened.find_project("mine") is not None
     finally:
         reopened.close()
+
+
+def test_records_search_endpoint_matches_the_sdk(client: TestClient, llmobs: Any) -> None:
+    dataset = llmobs.create_dataset(
+        dataset_name="searchable", records=[{"input_data": n} for n in range(6)]
+    )
+
+    def task(input_data: Any, config: Any) -> Any:
+        return input_data * 2
+
+    def big(input_data: Any, output_data: Any, expected_output: Any) -> bool:
+        return bool(output_data >= 6)
+
+    experiment = llmobs.experiment("searchable", task, dataset, [big], runs=2)
+    experiment.run()
+    path = f"{V2}/experiments/{experiment.id}/records"
+    rows = call(client, "GET", path, params={"filter[query]": "@evaluations.custom.big:true"})
+    assert rows["meta"]["total"] == 6 and rows["meta"]["of"] == 12
+    assert {item["type"] for item in rows["data"]} == {"search_rows"}
+    records = call(
+        client,
+        "GET",
+        path,
+        params={"filter[query]": "@multi_run_avg.@evaluations.custom.big:>=0.5", "page[limit]": 2},
+    )
+    assert records["meta"]["total"] == 3 and records["meta"]["multi_run"] is True
+    assert [item["id"] for item in records["data"]] == [
+        item["record_id"]
+        for item in experiment.search("@multi_run_avg.@evaluations.custom.big:>=0.5", limit=2).items
+    ]
+    one_run = call(client, "GET", path, params={"filter[run_iteration]": 2})
+    assert one_run["meta"]["total"] == 6
+    error = error_of(
+        call(
+            client, "GET", path, params={"filter[query]": "@evaluations.custom.bg:true"}, expect=400
+        )
+    )
+    assert error["source"] == {"parameter": "filter[query]"}
+    assert "did you mean '@evaluations.custom.big'" in error["detail"]

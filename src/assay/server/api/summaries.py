@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from assay.aggregation import summarize, summarize_records, summarize_summary_evaluations
+from assay.errors import QueryError
 from assay.server.api.experiments import experiment_or_404
 from assay.server.dependencies import Store
 from assay.server.jsonapi import JsonApiResponse, bad_parameter, document, page_of, resource
@@ -81,4 +82,41 @@ def record_summaries(
             for item in page
         ],
         meta={"after": after} if after else None,
+    )
+
+
+@router.get(
+    "/experiments/{experiment_id}/records",
+    summary="Search an experiment's rows, or its records with multi-run terms",
+)
+def search_records(
+    experiment_id: str,
+    store: Store,
+    query: Annotated[str, Query(alias="filter[query]")] = "",
+    run: RunFilter = None,
+    limit: Annotated[int, Query(alias="page[limit]", ge=0, le=5000)] = 50,
+    offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
+    sort: Annotated[str | None, Query()] = None,
+) -> JsonApiResponse:
+    """The query language of the experiment's records view: one page, with the total.
+
+    Row items are ``search_rows`` resources identified by their span id; record items
+    (a query with ``@multi_run_`` terms) are ``search_records`` identified by record id.
+    ``meta`` carries ``total`` ("8 of 127": ``total`` of ``of``) and the query in words.
+    """
+    info = experiment_or_404(store, experiment_id)
+    try:
+        page = store.search(info.id, query, run=run, limit=limit, offset=offset, sort=sort)
+    except QueryError as error:
+        raise bad_parameter(str(error), parameter="filter[query]") from error
+    kind = "search_records" if page.multi_run else "search_rows"
+    key = "record_id" if page.multi_run else "span_id"
+    return document(
+        [resource(kind, str(item[key]), item) for item in page.items],
+        meta={
+            "total": page.total,
+            "of": page.of,
+            "multi_run": page.multi_run,
+            "description": page.description,
+        },
     )
