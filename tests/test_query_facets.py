@@ -580,3 +580,25 @@ def test_run_restrictions_do_not_mix_with_multi_run_terms() -> None:
     )
     assert error.position == 41
     assert error_of("run_id:x @multi_run_mode.@status:ok").position == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "@multi_run_avg.@evaluations.custom.passed:>=0.5 @evaluations.custom.passed:true",
+        "@multi_run_avg.@evaluations.custom.passed:>=0.5 run_iteration:1",
+        "@multi_run_avg.@evaluations.custom.score:>0.5 @evaluations.custom.score:<0.2",
+        "@multi_run_mode.@evaluations.custom.tone:positive @evaluations.custom.tone:negative",
+        "@multi_run_avg.@trace.total_tokens:>1000 @trace.estimated_total_cost:>0.01",
+    ],
+)
+def test_every_rewrite_a_mix_error_suggests_is_accepted(query: str) -> None:
+    import re
+
+    catalog = Catalog({"passed": "boolean", "score": "score", "tone": "categorical"}, frozenset())
+    with pytest.raises(QueryError) as raised:
+        resolve(query, catalog)
+    suggestions = re.findall(r"\(([^()]*[@:][^()]*)\)", raised.value.message)
+    assert suggestions, raised.value.message
+    for suggestion in suggestions:
+        resolve(suggestion, catalog)  # raises if the advice is itself refused

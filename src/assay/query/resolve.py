@@ -264,7 +264,7 @@ class _Resolver:
         multi_leaf, multi_facet = multi
         assert isinstance(multi_facet, MultiRunFacet)
         aggregate_name = multi_leaf.attribute.name
-        plain_example = to_text(replace(multi_leaf, attribute=Attribute(multi_facet.of.name)))
+        plain_example = _plain_example(multi_leaf, multi_facet)
         for leaf, facet in leaves:
             written = leaf.attribute.name
             if facet.scope == "row":
@@ -282,7 +282,8 @@ class _Resolver:
                 )
                 counterparts = aggregates_of(facet)
                 if counterparts:
-                    aggregated = f"@multi_run_{counterparts[0]}.{facet.name}"
+                    aggregate = _fitting_aggregate(leaf, counterparts)
+                    aggregated = f"@multi_run_{aggregate}.{facet.name}"
                     both = to_text(replace(leaf, attribute=Attribute(aggregated)))
                     message += (
                         f"Filter on the aggregate for both ({both}), or drop the "
@@ -300,6 +301,33 @@ class _Resolver:
                     f"run with plain terms (run_iteration:1 {plain_example})",
                     leaf.attribute.start,
                 )
+
+
+def _is_numeric_test(leaf: Leaf[Attribute]) -> bool:
+    if isinstance(leaf, Range):
+        return True
+    if isinstance(leaf, Comparison):
+        return leaf.operator != "=" or (
+            leaf.value.number is not None and leaf.value.boolean is None
+        )
+    return False
+
+
+def _fitting_aggregate(leaf: Leaf[Attribute], counterparts: tuple[str, ...]) -> str:
+    """The aggregate a rewrite should use: an average for numbers, a mode for labels."""
+    if _is_numeric_test(leaf) and "avg" in counterparts:
+        return "avg"
+    return "mode" if "mode" in counterparts else counterparts[0]
+
+
+def _plain_example(multi_leaf: Leaf[Attribute], multi_facet: MultiRunFacet) -> str:
+    """The multi-run term as a per-run term that the resolver accepts."""
+    of = multi_facet.of
+    boolean = isinstance(of, EvaluationFacet) and of.metric_type == "boolean"
+    if boolean and _is_numeric_test(multi_leaf):
+        # An average of a boolean is a share; one run's value is true or false.
+        return f"{of.name}:true"
+    return to_text(replace(multi_leaf, attribute=Attribute(of.name)))
 
 
 def _leaves(node: Node) -> list[Leaf[Attribute]]:
