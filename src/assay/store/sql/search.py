@@ -136,9 +136,24 @@ def _search_rows(
     if run is not None:
         scope.append(spans.c.run_iteration == run)
     condition = compiler.rows(resolved.node) if resolved.node is not None else true()
-    total = connection.execute(
-        select(func.count()).select_from(spans).where(*scope, condition)
-    ).scalar_one()
+    order = [*_order(spans, sort, ROW_SORTS, resolved.text), spans.c.run_iteration, spans.c.idx]
+    # One pass finds the page and, with a window, how many match in all: the ids and the
+    # sort keys only, so the sort does not carry inputs and outputs around.
+    matching = connection.execute(
+        select(spans.c.span_id, func.count().over().label("total"))
+        .where(*scope, condition)
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    if matching:
+        total = matching[0].total
+    elif offset == 0 and limit > 0:
+        total = 0
+    else:
+        total = connection.execute(
+            select(func.count()).select_from(spans).where(*scope, condition)
+        ).scalar_one()
     if resolved.node is None:
         everything = total
     elif run is None:
@@ -149,30 +164,32 @@ def _search_rows(
         everything = connection.execute(
             select(func.count()).select_from(spans).where(*scope)
         ).scalar_one()
-    order = [*_order(spans, sort, ROW_SORTS, resolved.text), spans.c.run_iteration, spans.c.idx]
-    page = connection.execute(
-        select(
-            spans.c.span_id,
-            spans.c.record_id,
-            spans.c.idx,
-            spans.c.run_iteration,
-            spans.c.status,
-            spans.c.duration_ns,
-            spans.c.input,
-            spans.c.output,
-            spans.c.expected_output,
-            spans.c.metadata,
-            spans.c.tags,
-            spans.c.error_type,
-            spans.c.error_message,
-            spans.c.total_tokens,
-            spans.c.estimated_total_cost,
-        )
-        .where(*scope, condition)
-        .order_by(*order)
-        .limit(limit)
-        .offset(offset)
-    ).all()
+    ids = [row.span_id for row in matching]
+    found = (
+        connection.execute(
+            select(
+                spans.c.span_id,
+                spans.c.record_id,
+                spans.c.idx,
+                spans.c.run_iteration,
+                spans.c.status,
+                spans.c.duration_ns,
+                spans.c.input,
+                spans.c.output,
+                spans.c.expected_output,
+                spans.c.metadata,
+                spans.c.tags,
+                spans.c.error_type,
+                spans.c.error_message,
+                spans.c.total_tokens,
+                spans.c.estimated_total_cost,
+            ).where(spans.c.experiment_id == info.id, spans.c.span_id.in_(ids))
+        ).all()
+        if ids
+        else []
+    )
+    by_id = {row.span_id: row for row in found}
+    page = [by_id[span_id] for span_id in ids]
     values: dict[str, dict[str, JSON]] = defaultdict(dict)
     if page:
         for row in connection.execute(
@@ -242,9 +259,6 @@ def _search_records(
     record = record_aggregates.alias("record")
     scope = [record.c.experiment_id == info.id, record.c.facet == "status"]
     condition = compiler.records(resolved.node, record) if resolved.node is not None else true()
-    total = connection.execute(
-        select(func.count()).select_from(record).where(*scope, condition)
-    ).scalar_one()
     everything = connection.execute(
         select(func.count()).select_from(record).where(*scope)
     ).scalar_one()
@@ -252,12 +266,26 @@ def _search_records(
     if sort:
         order = _record_order(record, sort, resolved.text, info.id)
     page = connection.execute(
-        select(record.c.record_id, record.c.idx, record.c.n, record.c.errors)
+        select(
+            record.c.record_id,
+            record.c.idx,
+            record.c.n,
+            record.c.errors,
+            func.count().over().label("total"),
+        )
         .where(*scope, condition)
         .order_by(*order, record.c.idx)
         .limit(limit)
         .offset(offset)
     ).all()
+    if page:
+        total = page[0].total
+    elif offset == 0 and limit > 0:
+        total = 0
+    else:
+        total = connection.execute(
+            select(func.count()).select_from(record).where(*scope, condition)
+        ).scalar_one()
     ids = [row.record_id for row in page]
     aggregates: dict[str, dict[str, JSON]] = defaultdict(dict)
     records: dict[str, Any] = {}
