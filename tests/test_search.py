@@ -301,3 +301,11 @@ def test_random_strings_raise_nothing_but_query_errors(searched: Any, text: str)
     experiment, _ = searched
     with contextlib.suppress(QueryError):
         experiment.search(text, limit=5)
+
+
+def test_sorting_records_by_an_unknown_label_is_an_error(searched: Any) -> None:
+    experiment, _ = searched
+    with pytest.raises(QueryError, match="Cannot sort records by"):
+        experiment.search(
+            "@multi_run_avg.@duration:>0", sort="-@multi_run_avg.@evaluations.custom.nope"
+        )

@@ -264,7 +264,7 @@ def _search_records(
     ).scalar_one()
     order: list[Any] = []
     if sort:
-        order = _record_order(record, sort, resolved.text, info.id)
+        order = _record_order(record, sort, resolved, info.id)
     page = connection.execute(
         select(
             record.c.record_id,
@@ -333,7 +333,8 @@ def _search_records(
     )
 
 
-def _record_order(record: Any, sort: str, query: str, experiment_id: str) -> list[Any]:
+def _record_order(record: Any, sort: str, resolved: Any, experiment_id: str) -> list[Any]:
+    query = resolved.text
     descending = sort.startswith("-")
     key = sort.lstrip("-+")
     if key == "idx":
@@ -348,7 +349,9 @@ def _record_order(record: Any, sort: str, query: str, experiment_id: str) -> lis
             if inner == "@status":
                 facet = "status"
             elif inner.startswith("@evaluations.custom."):
-                facet = "evaluation:" + inner.removeprefix("@evaluations.custom.")
+                label = inner.removeprefix("@evaluations.custom.")
+                # An unknown label would sort by nothing, silently: say so instead.
+                facet = "evaluation:" + label if label in resolved.catalog.evaluations else None
             if facet is not None:
                 by = record_aggregates.alias("sort_by")
                 value = (
