@@ -39,7 +39,7 @@ from assay.store.sql.aggregates import (
     count_written,
     refresh_record_aggregates,
 )
-from assay.store.sql.bulk import BulkInsert, encode_json
+from assay.store.sql.bulk import bulk_insert, encode_json
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.search import search as search_experiment
 from assay.store.sql.tables import evaluations as evaluation_table
@@ -88,6 +88,7 @@ SPAN_COLUMNS = (
     "annotations",
 )
 EVALUATION_KEYS = ("experiment_id", "run_iteration", "record_id", "span_id")
+EVALUATION_COLUMNS = (*EVALUATION_KEYS, *EVALUATION_VALUE_COLUMNS)
 
 
 def _child_span_values(row: RowRecord, span: SpanRecord) -> tuple[Any, ...]:
@@ -172,7 +173,6 @@ class SqlBackend:
         self.url = url
         self.engine = engine if engine is not None else open_engine(url)
         migrate(self.engine)
-        self._bulk_inserts: dict[str, BulkInsert] = {}
         # Every run of a record stores the same input, expected output and metadata
         # objects: encode each once. Entries hold the object, so its id stays unique.
         self._encoded: dict[int, tuple[object, str | None]] = {}
@@ -434,12 +434,6 @@ class SqlBackend:
             ][: where.limit]
         return found
 
-    def _bulk(self, name: str, table: Any, columns: Sequence[str]) -> BulkInsert:
-        statement = self._bulk_inserts.get(name)
-        if statement is None:
-            statement = self._bulk_inserts[name] = BulkInsert(self.engine, table, columns)
-        return statement
-
     def _encode_shared(self, value: object) -> str | None:
         if not isinstance(value, dict | list):
             return encode_json(value)
@@ -456,10 +450,7 @@ class SqlBackend:
         if not rows:
             return
         shared = self._encode_shared
-        span_insert = self._bulk("spans", spans, SPAN_COLUMNS)
-        evaluation_insert = self._bulk(
-            "evaluations", evaluation_table, (*EVALUATION_KEYS, *EVALUATION_VALUE_COLUMNS)
-        )
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         span_values: list[tuple[Any, ...]] = []
         evaluation_values_: list[tuple[Any, ...]] = []
         for row in rows:
@@ -502,26 +493,23 @@ class SqlBackend:
             keys = (row.experiment_id, row.run_iteration, row.record_id, row.span_id)
             for evaluation in row.evaluations:
                 evaluation_values_.append(keys + evaluation_values(evaluation))
-        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for row in rows:
-            counts[row.experiment_id][0] += 1
-            counts[row.experiment_id][1] += len(row.evaluations)
+            written = counts[row.experiment_id]
+            written[0] += 1
+            written[1] += len(row.evaluations)
         with self.engine.begin() as connection:
-            span_insert.execute(connection, span_values)
-            evaluation_insert.execute(connection, evaluation_values_)
+            bulk_insert(connection, spans, SPAN_COLUMNS).execute(connection, span_values)
+            bulk_insert(connection, evaluation_table, EVALUATION_COLUMNS).execute(
+                connection, evaluation_values_
+            )
             for experiment_id, (added_rows, added_evaluations) in counts.items():
                 count_written(connection, experiment_id, added_rows, added_evaluations)
 
     def write_summary_evaluations(
         self, experiment_id: str, run_iteration: int, evaluations: Sequence[EvaluationRecord]
     ) -> None:
-        statement = self._bulk(
-            "summary_evaluations",
-            summary_table,
-            ("experiment_id", "run_iteration", *EVALUATION_VALUE_COLUMNS),
-        )
+        columns = ("experiment_id", "run_iteration", *EVALUATION_VALUE_COLUMNS)
         with self.engine.begin() as connection:
-            statement.execute(
+            bulk_insert(connection, summary_table, columns).execute(
                 connection,
                 [(experiment_id, run_iteration, *evaluation_values(e)) for e in evaluations],
             )

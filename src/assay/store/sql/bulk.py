@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,3 +69,19 @@ class BulkInsert:
             connection.exec_driver_sql(
                 self.sql, [dict(zip(columns, row, strict=True)) for row in rows]
             )
+
+
+_inserts: weakref.WeakKeyDictionary[Engine, dict[str, BulkInsert]] = weakref.WeakKeyDictionary()
+_inserts_lock = threading.Lock()
+
+
+def bulk_insert(connection: Connection, table: Table, columns: Sequence[str]) -> BulkInsert:
+    """The compiled insert of these columns, made once per engine."""
+    engine = connection.engine
+    name = f"{table.name}:{','.join(columns)}"
+    with _inserts_lock:
+        statements = _inserts.setdefault(engine, {})
+        statement = statements.get(name)
+        if statement is None:
+            statement = statements[name] = BulkInsert(engine, table, columns)
+    return statement

@@ -14,13 +14,10 @@ from typing import Any
 from sqlalchemy import Connection, null, select, update
 
 from assay.store.sql.aggregates import count_written
+from assay.store.sql.backend import EVALUATION_COLUMNS
+from assay.store.sql.bulk import bulk_insert
 from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
-from assay.store.sql.ingest.write import (
-    EVALUATION_COLUMNS,
-    bulk_insert,
-    chunks,
-    stored_roots,
-)
+from assay.store.sql.ingest.write import chunks, stored_roots
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import posted_evaluations, spans
 from assay.store.sql.values import (

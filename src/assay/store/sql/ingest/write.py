@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from assay.store.sql.aggregates import count_written
-from assay.store.sql.backend import EVALUATION_KEYS, SPAN_COLUMNS
-from assay.store.sql.bulk import BulkInsert
+from assay.store.sql.backend import EVALUATION_COLUMNS, SPAN_COLUMNS
+from assay.store.sql.bulk import bulk_insert
 from assay.store.sql.ingest.model import IncomingMetric, IngestResult, placeholder_run_id
 from assay.store.sql.ingest.plan import Plan
 from assay.store.sql.tables import evaluations as evaluation_table
@@ -23,14 +21,11 @@ from assay.store.sql.values import EVALUATION_VALUE_COLUMNS, evaluation_values
 T = TypeVar("T")
 CHUNK = 500
 """Both dialects cap the bound parameters of a statement; ``IN`` lists stay far below."""
-EVALUATION_COLUMNS = (*EVALUATION_KEYS, *EVALUATION_VALUE_COLUMNS)
 _ATTEMPTS = 5
 _LEDGER_KEY = ("experiment_id", "span_id", "run_iteration", "pending", "trace_id")
 _LEDGER_STORED = (*_LEDGER_KEY, "label", "metric_type", "timestamp_ms")
 _LEDGER_PENDING = (*_LEDGER_KEY, *EVALUATION_VALUE_COLUMNS)
 _SUMMARY_COLUMNS = ("experiment_id", "run_iteration", *EVALUATION_VALUE_COLUMNS)
-_inserts: weakref.WeakKeyDictionary[Engine, dict[str, BulkInsert]] = weakref.WeakKeyDictionary()
-_inserts_lock = threading.Lock()
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
@@ -45,18 +40,6 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
-
-
-def bulk_insert(connection: Connection, table: Table, columns: Sequence[str]) -> BulkInsert:
-    """The compiled insert of these columns, made once per engine."""
-    engine = connection.engine
-    name = f"{table.name}:{','.join(columns)}"
-    with _inserts_lock:
-        statements = _inserts.setdefault(engine, {})
-        statement = statements.get(name)
-        if statement is None:
-            statement = statements[name] = BulkInsert(engine, table, columns)
-    return statement
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
