@@ -314,21 +314,6 @@ def test_random_experiment_matches_numpy_scipy_and_enumeration(seed: int) -> Non
         )
 
 
-def test_ten_thousand_rows_summarise_quickly() -> None:
-    import time
-
-    rng = random.Random(0)
-    rows = [
-        row(record, run, {"s": rng.random(), "b": rng.random() < 0.5, "c": rng.choice("xyz")})
-        for record in range(2000)
-        for run in range(1, 6)
-    ]
-    start = time.perf_counter()
-    summarize(rows, [1, 2, 3, 4, 5])
-    summarize_records(rows, [1, 2, 3, 4, 5])
-    assert time.perf_counter() - start < 1.0
-
-
 # --- simulation: does the 95% interval cover the true mean 95% of the time? ---------------
 
 EXPERIMENTS = 1000

@@ -11,9 +11,19 @@ import math
 import threading
 import weakref
 from collections.abc import Sequence
+from functools import partial
+from itertools import chain, compress
+from operator import is_not
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert
+
+# Parameters per multi-row statement: large enough that per-statement costs vanish, well
+# under SQLite's limit of 32,766.
+_MAX_PARAMETERS = 2000
+
+# ``_present(value)`` is ``value is not None``, called from C by ``map``.
+_present = partial(is_not, None)
 
 
 def _fallback(value: Any) -> Any:
@@ -24,6 +34,7 @@ def _fallback(value: Any) -> Any:
 # json.dumps' own spacing and real characters (not \u escapes): free-text search looks for
 # words in this text, as a person would type them.
 _encoder = json.JSONEncoder(ensure_ascii=False, default=_fallback, allow_nan=False)
+_encode_string = json.encoder.encode_basestring  # what _encoder does with a str
 
 
 def _sanitize(value: Any) -> Any:
@@ -40,6 +51,8 @@ def encode_json(value: Any) -> str | None:
     """JSON text for a JSON column; None stays SQL NULL. NaN and infinities become null/text."""
     if value is None:
         return None
+    if type(value) is str:  # most outputs: skip the encoder's own dispatch
+        return _encode_string(value)
     try:
         return _encoder.encode(value)
     except ValueError:  # NaN or infinity somewhere inside: strict JSON has no spelling for it
@@ -47,27 +60,93 @@ def encode_json(value: Any) -> str | None:
 
 
 class BulkInsert:
-    """``INSERT INTO table (columns...)`` compiled once for an engine's dialect."""
+    """``INSERT INTO table (columns...)`` compiled once for an engine's dialect.
+
+    On a driver with positional parameters (SQLite), rows are grouped by which of their
+    values are NULL and each group is inserted with only its non-NULL columns, many rows
+    per statement. Both cut the driver's per-value work, which is most of an insert's cost
+    for the wide, mostly-empty rows of spans and evaluations; and a statement of many rows
+    releases the GIL once, where ``executemany`` releases it per row and must win it back
+    from busy worker threads each time.
+    """
 
     def __init__(self, engine: Engine, table: Table, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
+        self._table = table
+        self._engine = engine
         compiled = insert(table).compile(dialect=engine.dialect, column_keys=list(columns))
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
-        if self.positional:
-            order = tuple(compiled.positiontup or ())
-            if order != self.columns:
-                raise AssertionError(f"unexpected parameter order {order} for {self.columns}")
+        # A column left out takes its server default, which is not always NULL.
+        self._shaped = self.positional and not any(
+            table.c[name].server_default is not None for name in self.columns
+        )
+        self._by_shape: dict[tuple[bool, ...], _Statement] = {}
 
     def execute(self, connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        if self.positional:
-            connection.exec_driver_sql(self.sql, list(rows))
-        else:
+        if not self.positional:
             columns = self.columns
             connection.exec_driver_sql(
                 self.sql, [dict(zip(columns, row, strict=True)) for row in rows]
+            )
+            return
+        if not self._shaped:
+            self._statement((True,) * len(self.columns)).execute(connection, rows)
+            return
+        groups: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:
+            shape = tuple(map(_present, row))
+            group = groups.get(shape)
+            if group is None:
+                group = groups[shape] = []
+            group.append(tuple(compress(row, shape)))
+        for shape, group in groups.items():
+            self._statement(shape).execute(connection, group)
+
+    def _statement(self, shape: tuple[bool, ...]) -> _Statement:
+        statement = self._by_shape.get(shape)
+        if statement is None:
+            columns = list(compress(self.columns, shape))
+            compiled = insert(self._table).compile(
+                dialect=self._engine.dialect, column_keys=columns
+            )
+            order = tuple(compiled.positiontup or ())
+            if order != tuple(columns):
+                raise AssertionError(f"unexpected parameter order {order} for {columns}")
+            statement = self._by_shape[shape] = _Statement(str(compiled), len(columns))
+        return statement
+
+
+class _Statement:
+    """One positional ``INSERT ... VALUES (?, ...)``, run as many rows per statement."""
+
+    def __init__(self, sql: str, width: int) -> None:
+        head, _, group = sql.rpartition(" VALUES ")
+        self._head = head + " VALUES "
+        self._group = group
+        self._chunk = max(1, _MAX_PARAMETERS // max(width, 1))
+        self._chunk_sql = self._values_sql(self._chunk)
+
+    def _values_sql(self, count: int) -> str:
+        return self._head + ", ".join([self._group] * count)
+
+    def execute(self, connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        chunk = self._chunk
+        whole = len(rows) - len(rows) % chunk
+        if whole:
+            connection.exec_driver_sql(
+                self._chunk_sql,
+                [
+                    tuple(chain.from_iterable(rows[start : start + chunk]))
+                    for start in range(0, whole, chunk)
+                ],
+            )
+        if whole < len(rows):
+            rest = rows[whole:]
+            connection.exec_driver_sql(
+                self._values_sql(len(rest)), tuple(chain.from_iterable(rest))
             )
 
 
