@@ -5,7 +5,12 @@ Baseline, measured in the same process: ``ThreadPoolExecutor(16)`` making the sa
 then one ``executemany`` bulk insert of the rows and evaluations into a SQLite file.
 Prints both times and their ratio; the target is a ratio of at most 1.5.
 
-    python benchmarks/overhead.py [--records 2000] [--runs 5] [--repeat 3]
+With ``--traced`` (issue 3: the target holds "with tracing on") the task also opens one
+LLM span inside its root span and annotates it with input, output and token counts, so
+that every row carries a child span, a token roll-up and a cost from the price table; the
+baseline then stores one more row per call for that span.
+
+    python benchmarks/overhead.py [--records 2000] [--runs 5] [--repeat 3] [--traced]
 """
 
 from __future__ import annotations
@@ -26,6 +31,19 @@ from typing import Any
 
 def task(input_data: dict[str, Any], config: dict[str, Any]) -> str:
     return str(input_data["question"]).upper()
+
+
+def traced_task(input_data: dict[str, Any], config: dict[str, Any]) -> str:
+    from assay import LLMObs
+
+    with LLMObs.llm(model_name="gpt-4o-mini", model_provider="openai"):
+        output = str(input_data["question"]).upper()
+        LLMObs.annotate(
+            input_data=input_data["question"],
+            output_data=output,
+            metrics={"input_tokens": 12, "output_tokens": 4, "total_tokens": 16},
+        )
+    return output
 
 
 def exact_match(input_data: Any, output_data: Any, expected_output: Any) -> bool:
@@ -54,7 +72,9 @@ def make_records(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def baseline(records: list[dict[str, Any]], runs: int, jobs: int, folder: Path) -> float:
+def baseline(
+    records: list[dict[str, Any]], runs: int, jobs: int, folder: Path, traced: bool = False
+) -> float:
     """The floor: the same calls on a thread pool, then one bulk insert of what Assay keeps.
 
     Each row stores what an experiment row must (ids, timing, input, output, expected
@@ -83,6 +103,11 @@ def baseline(records: list[dict[str, Any]], runs: int, jobs: int, folder: Path) 
         "start_ns INTEGER, duration_ns INTEGER, input TEXT, output TEXT, expected TEXT, "
         "metadata TEXT, error TEXT)"
     )
+    if traced:
+        connection.execute(
+            "CREATE TABLE llm_spans (run INTEGER, idx INTEGER, span_id TEXT, parent_id TEXT, "
+            "model TEXT, input TEXT, output TEXT, input_tokens INTEGER, output_tokens INTEGER)"
+        )
     connection.execute(
         "CREATE TABLE evaluations (run INTEGER, idx INTEGER, label TEXT, metric_type TEXT, "
         "value TEXT)"
@@ -115,16 +140,37 @@ def baseline(records: list[dict[str, Any]], runs: int, jobs: int, folder: Path) 
                 for evaluator, value in zip(EVALUATORS, values, strict=True)
             ],
         )
+        if traced:
+            connection.executemany(
+                "INSERT INTO llm_spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run,
+                        index,
+                        str(random.getrandbits(63)),
+                        str(random.getrandbits(63)),
+                        "gpt-4o-mini",
+                        json.dumps(records[index]["input_data"]["question"]),
+                        json.dumps(output),
+                        12,
+                        4,
+                    )
+                    for run, index, _, _, output, _ in results
+                ],
+            )
     connection.close()
     return time.perf_counter() - started
 
 
-def assay_run(records: list[dict[str, Any]], runs: int, jobs: int, folder: Path, n: int) -> float:
+def assay_run(
+    records: list[dict[str, Any]], runs: int, jobs: int, folder: Path, n: int, traced: bool = False
+) -> float:
     from assay import LLMObs
 
     LLMObs.enable(project_name="benchmark")
     dataset = LLMObs.create_dataset(dataset_name=f"overhead-{n}", records=records)
-    experiment = LLMObs.experiment("overhead", task, dataset, list(EVALUATORS), runs=runs)
+    chosen = traced_task if traced else task
+    experiment = LLMObs.experiment("overhead", chosen, dataset, list(EVALUATORS), runs=runs)
     started = time.perf_counter()
     experiment.run(jobs=jobs)
     elapsed = time.perf_counter() - started
@@ -139,6 +185,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--traced", action="store_true", help="one LLM child span per call")
     arguments = parser.parse_args()
     records = make_records(arguments.records)
     with tempfile.TemporaryDirectory() as folder:
@@ -149,14 +196,19 @@ def main() -> None:
         for n in range(arguments.repeat):
             run_folder = Path(folder) / f"run{n}"
             run_folder.mkdir()
-            base_times.append(baseline(records, arguments.runs, arguments.jobs, run_folder))
-            assay_times.append(assay_run(records, arguments.runs, arguments.jobs, run_folder, n))
+            base_times.append(
+                baseline(records, arguments.runs, arguments.jobs, run_folder, arguments.traced)
+            )
+            assay_times.append(
+                assay_run(records, arguments.runs, arguments.jobs, run_folder, n, arguments.traced)
+            )
     base = statistics.median(base_times)
     ours = statistics.median(assay_times)
     rows = arguments.records * arguments.runs
     print(
         f"workload: {arguments.records} records x {arguments.runs} runs, 3 evaluators, "
         f"jobs={arguments.jobs} ({rows} rows)"
+        + (", one LLM span per call" if arguments.traced else "")
     )
     base_all = [round(t, 3) for t in base_times]
     ours_all = [round(t, 3) for t in assay_times]

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from functools import partial
 from itertools import chain, compress
-from operator import is_not
+from operator import is_not, or_
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert
@@ -77,9 +77,10 @@ class BulkInsert:
         compiled = insert(table).compile(dialect=engine.dialect, column_keys=list(columns))
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
-        # A column left out takes its server default, which is not always NULL.
-        self._shaped = self.positional and not any(
-            table.c[name].server_default is not None for name in self.columns
+        # A column left out would take its default instead of the NULL it was given.
+        self._kept = tuple(
+            table.c[name].default is not None or table.c[name].server_default is not None
+            for name in self.columns
         )
         self._by_shape: dict[tuple[bool, ...], _Statement] = {}
 
@@ -92,12 +93,12 @@ class BulkInsert:
                 self.sql, [dict(zip(columns, row, strict=True)) for row in rows]
             )
             return
-        if not self._shaped:
-            self._statement((True,) * len(self.columns)).execute(connection, rows)
-            return
+        kept = self._kept if any(self._kept) else None
         groups: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
         for row in rows:
-            shape = tuple(map(_present, row))
+            shape = tuple(
+                map(_present, row) if kept is None else map(or_, map(_present, row), kept)
+            )
             group = groups.get(shape)
             if group is None:
                 group = groups[shape] = []
