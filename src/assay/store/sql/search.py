@@ -137,19 +137,19 @@ def _search_rows(
         scope.append(spans.c.run_iteration == run)
     condition = compiler.rows(resolved.node) if resolved.node is not None else true()
     order = [*_order(spans, sort, ROW_SORTS, resolved.text), spans.c.run_iteration, spans.c.idx]
-    # One pass finds the page and, with a window, how many match in all: the ids and the
-    # sort keys only, so the sort does not carry inputs and outputs around.
+    # The page and the count are two queries: the root-span index gives rows in page order
+    # (the page stops after `limit`) and holds the trace metrics (the count reads no row),
+    # where one windowed query would have to find and sort every match first. Ids and sort
+    # keys only: the sort does not carry inputs and outputs around.
     matching = connection.execute(
-        select(spans.c.span_id, func.count().over().label("total"))
+        select(spans.c.span_id)
         .where(*scope, condition)
         .order_by(*order)
         .limit(limit)
         .offset(offset)
     ).all()
-    if matching:
-        total = matching[0].total
-    elif offset == 0 and limit > 0:
-        total = 0
+    if offset == 0 and len(matching) < limit:
+        total = len(matching)
     else:
         total = connection.execute(
             select(func.count()).select_from(spans).where(*scope, condition)

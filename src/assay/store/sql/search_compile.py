@@ -231,7 +231,10 @@ class QueryCompiler:
         if isinstance(node, Or):
             return or_(*(self.rows(operand) for operand in node.operands))
         if isinstance(node, Not):
-            return not_(self.rows(node.operand))
+            # NULL is false to a WHERE clause but would make NOT(...) NULL too, dropping rows
+            # whose attribute is missing; coalescing here, not in every leaf, keeps a leaf
+            # such as ``total_tokens > ?`` a plain test that an index can answer.
+            return not_(_never_null(self.rows(node.operand)))
         if isinstance(node, Term):
             return self._text(node, with_output=True)
         return self._row_leaf(node)
@@ -241,9 +244,10 @@ class QueryCompiler:
         if isinstance(facet, EvaluationFacet):
             return _never_null(spans.c.span_id.in_(self._evaluation_spans(facet, node)))
         if isinstance(facet, MetricFacet):
-            return _never_null(
-                self._number_leaf(spans.c[_METRIC_COLUMNS[facet.metric]], facet, node)
-            )
+            # Numeric columns: compared without a cast, so the root-span index serves them.
+            column = spans.c[_METRIC_COLUMNS[facet.metric]]
+            condition: Condition = self._number_leaf(column, facet, node, as_float=False)
+            return condition
         if isinstance(facet, StatusFacet):
             return _never_null(self._text_leaf(spans.c.status, node))
         if isinstance(facet, ErrorTypeFacet):
@@ -286,7 +290,10 @@ class QueryCompiler:
                 if number is None or number != int(number):
                     return false()
                 return spans.c.run_iteration == int(number)
-            return _never_null(self._number_leaf(spans.c.run_iteration, facet, node))
+            compared: Condition = self._number_leaf(
+                spans.c.run_iteration, facet, node, as_float=False
+            )
+            return compared
         # run ids live in the runs table; the experiment's few runs are known here.
         if isinstance(node, Exists):
             return true()
@@ -306,22 +313,23 @@ class QueryCompiler:
 
     # Leaves on plain columns -----------------------------------------------------------
 
-    def _number_leaf(self, column: Any, facet: Facet, node: Any) -> Any:
+    def _number_leaf(self, column: Any, facet: Facet, node: Any, *, as_float: bool = True) -> Any:
         if isinstance(node, Exists):
             return column.is_not(None)
+        value = cast(column, Float) if as_float else column
         if isinstance(node, Comparison):
             number = number_operand(facet, node.value)
             if number is None:
                 return false()
-            return _OPERATORS[node.operator](cast(column, Float), number)
+            return _OPERATORS[node.operator](value, number)
         if isinstance(node, Range):
             parts = [column.is_not(None)]
             if node.low is not None:
                 low = number_operand(facet, node.low)
-                parts.append(cast(column, Float) >= low if low is not None else false())
+                parts.append(value >= low if low is not None else false())
             if node.high is not None:
                 high = number_operand(facet, node.high)
-                parts.append(cast(column, Float) <= high if high is not None else false())
+                parts.append(value <= high if high is not None else false())
             return and_(*parts)
         if isinstance(node, Wildcard):
             return false()  # a glob matches strings only
@@ -487,7 +495,7 @@ class QueryCompiler:
         if isinstance(node, Or):
             return or_(*(self.records(operand, record) for operand in node.operands))
         if isinstance(node, Not):
-            return not_(self.records(node.operand, record))
+            return not_(_never_null(self.records(node.operand, record)))
         if isinstance(node, Term):
             return _never_null(
                 record.c.record_id.in_(self._record_spans(self._text(node, with_output=False)))

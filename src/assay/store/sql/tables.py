@@ -273,6 +273,20 @@ aggregate_state = Table(
 # span must not be stored twice when a client re-posts it. Unique: span ids are random
 # 64-bit numbers, one per span of an experiment.
 Index("uq_spans_span", spans.c.experiment_id, spans.c.span_id, unique=True)
+# Rows (root spans) in page order, with the trace metrics that row-level searches test:
+# a page of `run_iteration:1 @trace.total_tokens:>1000` reads the index in order and stops
+# after the page, and its count reads only the index.
+Index(
+    "ix_spans_root_order",
+    spans.c.experiment_id,
+    spans.c.run_iteration,
+    spans.c.idx,
+    spans.c.total_tokens,
+    spans.c.estimated_total_cost,
+    spans.c.duration_ns,
+    sqlite_where=text("parent_id IS NULL"),
+    postgresql_where=text("parent_id IS NULL"),
+)
 # The children of a trace, whose tokens and cost roll up onto its root. Partial: rows
 # without child spans (most of them) cost this index nothing.
 Index(
