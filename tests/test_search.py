@@ -245,6 +245,12 @@ def test_pages_counts_sorting_and_runs(searched: Any) -> None:
     assert [item["span_id"] for item in page.items] == [
         item["span_id"] for item in everything.items[14:21]
     ]
+    assert page.total == 120
+    # The last, short page and a page past the end count everything too.
+    last = experiment.search("", limit=50, offset=100)
+    assert (last.total, len(last.items)) == (120, 20)
+    beyond = experiment.search("", limit=50, offset=500)
+    assert (beyond.total, beyond.items) == (120, [])
     run2 = experiment.search("@status:ok", run=2, limit=1000)
     assert {item["run_iteration"] for item in run2.items} == {2}
     assert run2.of == 40

@@ -78,10 +78,11 @@ class BulkInsert:
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
         # A column left out would take its default instead of the NULL it was given.
-        self._kept = tuple(
+        kept = tuple(
             table.c[name].default is not None or table.c[name].server_default is not None
             for name in self.columns
         )
+        self._kept = kept if any(kept) else None
         self._by_shape: dict[tuple[bool, ...], _Statement] = {}
 
     def execute(self, connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -93,7 +94,7 @@ class BulkInsert:
                 self.sql, [dict(zip(columns, row, strict=True)) for row in rows]
             )
             return
-        kept = self._kept if any(self._kept) else None
+        kept = self._kept
         groups: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
         for row in rows:
             shape = tuple(

@@ -148,8 +148,8 @@ def _search_rows(
         .limit(limit)
         .offset(offset)
     ).all()
-    if offset == 0 and len(matching) < limit:
-        total = len(matching)
+    if len(matching) < limit and (matching or offset == 0):
+        total = offset + len(matching)  # the page ends before the limit: it is the last
     else:
         total = connection.execute(
             select(func.count()).select_from(spans).where(*scope, condition)
