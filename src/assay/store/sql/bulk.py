@@ -62,12 +62,12 @@ def encode_json(value: Any) -> str | None:
 class BulkInsert:
     """``INSERT INTO table (columns...)`` compiled once for an engine's dialect.
 
-    On a driver with positional parameters (SQLite), rows are grouped by which of their
-    values are NULL and each group is inserted with only its non-NULL columns, many rows
-    per statement. Both cut the driver's per-value work, which is most of an insert's cost
-    for the wide, mostly-empty rows of spans and evaluations; and a statement of many rows
-    releases the GIL once, where ``executemany`` releases it per row and must win it back
-    from busy worker threads each time.
+    On a driver with positional parameters (SQLite), the columns that are NULL in every row
+    are left out, and many rows go in one statement. Both cut the driver's per-value work,
+    which is most of an insert's cost for the wide, mostly-empty rows of spans and
+    evaluations; and a statement of many rows releases the GIL once, where
+    ``executemany`` releases it per row and must win it back from busy worker threads
+    each time. Rows keep their order: it is the order they are read back in.
     """
 
     def __init__(self, engine: Engine, table: Table, columns: Sequence[str]) -> None:
@@ -94,18 +94,14 @@ class BulkInsert:
                 self.sql, [dict(zip(columns, row, strict=True)) for row in rows]
             )
             return
-        kept = self._kept
-        groups: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
-        for row in rows:
-            shape = tuple(
-                map(_present, row) if kept is None else map(or_, map(_present, row), kept)
-            )
-            group = groups.get(shape)
-            if group is None:
-                group = groups[shape] = []
-            group.append(tuple(compress(row, shape)))
-        for shape, group in groups.items():
-            self._statement(shape).execute(connection, group)
+        # Leave out the columns that are NULL in every row; keep the rows in their order,
+        # since the order they are read back in (by primary key) is the order they came in.
+        shape = tuple(map(any, zip(*(map(_present, row) for row in rows), strict=True)))
+        if self._kept is not None:
+            shape = tuple(map(or_, shape, self._kept))
+        if not all(shape):
+            rows = [tuple(compress(row, shape)) for row in rows]
+        self._statement(shape).execute(connection, rows)
 
     def _statement(self, shape: tuple[bool, ...]) -> _Statement:
         statement = self._by_shape.get(shape)
