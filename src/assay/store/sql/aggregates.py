@@ -155,12 +155,20 @@ def refresh_record_aggregates(connection: Connection, experiment_id: str) -> Non
     _insert_evaluation_aggregates(connection, experiment_id, dialect)
     _refresh_facets(connection, experiment_id, dialect)
     rows, evaluated = _counts(connection, experiment_id)
+    records = connection.execute(
+        select(func.count())
+        .select_from(record_aggregates)
+        .where(
+            record_aggregates.c.experiment_id == experiment_id,
+            record_aggregates.c.facet == "status",
+        )
+    ).scalar_one()
     connection.execute(
         delete(aggregate_state).where(aggregate_state.c.experiment_id == experiment_id)
     )
     connection.execute(
         insert(aggregate_state).values(
-            experiment_id=experiment_id, rows=rows, evaluations=evaluated
+            experiment_id=experiment_id, rows=rows, evaluations=evaluated, records=records
         )
     )
 

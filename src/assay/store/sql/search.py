@@ -17,6 +17,7 @@ from assay.query import Catalog, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.tables import (
+    aggregate_state,
     evaluations,
     experiment_facets,
     experiments,
@@ -256,39 +257,30 @@ def _search_records(
     sort: str | None,
     description: str,
 ) -> SearchPage:
-    record = record_aggregates.alias("record")
-    scope = [record.c.experiment_id == info.id, record.c.facet == "status"]
-    condition = compiler.records(resolved.node, record) if resolved.node is not None else true()
-    everything = connection.execute(
-        select(func.count()).select_from(record).where(*scope)
-    ).scalar_one()
-    order: list[Any] = []
-    if sort:
-        order = _record_order(record, sort, resolved, info.id)
+    # One statement: the matching set is built once (the database materialises a CTE
+    # read twice), counted, and its first rows in page order are the page.
+    matches = compiler.records(resolved.node).cte("matches")
+    total = select(func.count()).select_from(matches).scalar_subquery()
+    order = _record_order(matches, sort, resolved, info.id) if sort else []
     page = connection.execute(
-        select(
-            record.c.record_id,
-            record.c.idx,
-            record.c.n,
-            record.c.errors,
-            func.count().over().label("total"),
-        )
-        .where(*scope, condition)
-        .order_by(*order, record.c.idx)
+        select(matches.c.record_id, matches.c.idx, total.label("total"))
+        .order_by(*order, matches.c.idx, matches.c.record_id)
         .limit(limit)
         .offset(offset)
     ).all()
     if page:
-        total = page[0].total
+        total_found = int(page[0].total)
     elif offset == 0 and limit > 0:
-        total = 0
+        total_found = 0
     else:
-        total = connection.execute(
-            select(func.count()).select_from(record).where(*scope, condition)
-        ).scalar_one()
+        total_found = connection.execute(select(func.count()).select_from(matches)).scalar_one()
+    everything = connection.execute(
+        select(aggregate_state.c.records).where(aggregate_state.c.experiment_id == info.id)
+    ).scalar()
     ids = [row.record_id for row in page]
     aggregates: dict[str, dict[str, JSON]] = defaultdict(dict)
     records: dict[str, Any] = {}
+    statuses: dict[str, Any] = {}
     if ids:
         for row in connection.execute(
             select(record_aggregates).where(
@@ -296,6 +288,8 @@ def _search_records(
                 record_aggregates.c.record_id.in_(ids),
             )
         ):
+            if row.facet == "status":
+                statuses[row.record_id] = row
             aggregates[row.record_id].update(_aggregate_names(row.facet, row.mean, row.mode))
         for row in connection.execute(
             select(
@@ -315,12 +309,13 @@ def _search_records(
     items: list[dict[str, JSON]] = []
     for row in page:
         stored = records.get(row.record_id)
+        status = statuses.get(row.record_id)
         items.append(
             {
                 "record_id": row.record_id,
                 "idx": row.idx,
-                "runs": row.n,
-                "failed_runs": row.errors,
+                "runs": status.n if status else 0,
+                "failed_runs": status.errors if status else 0,
                 "input": stored.input if stored else None,
                 "expected_output": stored.expected_output if stored else None,
                 "metadata": stored.metadata if stored else None,
@@ -329,16 +324,20 @@ def _search_records(
             }
         )
     return SearchPage(
-        total=int(total), items=items, multi_run=True, description=description, of=int(everything)
+        total=total_found,
+        items=items,
+        multi_run=True,
+        description=description,
+        of=int(everything or 0),
     )
 
 
-def _record_order(record: Any, sort: str, resolved: Any, experiment_id: str) -> list[Any]:
+def _record_order(matches: Any, sort: str, resolved: Any, experiment_id: str) -> list[Any]:
     query = resolved.text
     descending = sort.startswith("-")
     key = sort.lstrip("-+")
     if key == "idx":
-        return [record.c.idx.desc() if descending else record.c.idx]
+        return [matches.c.idx.desc() if descending else matches.c.idx]
     for prefix, column in (("@multi_run_avg.", "mean"), ("@multi_run_mode.", "mode")):
         if key.startswith(prefix):
             inner = key.removeprefix(prefix)
@@ -359,7 +358,7 @@ def _record_order(record: Any, sort: str, resolved: Any, experiment_id: str) -> 
                     .where(
                         by.c.experiment_id == experiment_id,
                         by.c.facet == facet,
-                        by.c.record_id == record.c.record_id,
+                        by.c.record_id == matches.c.record_id,
                     )
                     .scalar_subquery()
                 )

@@ -14,8 +14,9 @@ reference evaluator :mod:`assay.query.evaluate`, whose semantics this module fol
 - free text: a case-insensitive ``LIKE`` over the JSON text of input, output, expected
   output, metadata and tags (for strings, their quoted JSON text: a phrase containing a
   quote or backslash may differ from the reference; SQLite folds case of ASCII only);
-- multi-run facets: ``record_id IN (SELECT record_id FROM record_aggregates WHERE facet =
-  ... AND mean > ...)``; record-level terms (tags, inputs, text) through the record's spans.
+- multi-run queries: set operations over the records each leaf selects (see
+  :meth:`QueryCompiler.records`); record-level terms (tags, inputs, text) through the
+  record's spans.
 """
 
 from __future__ import annotations
@@ -25,19 +26,23 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Float,
     String,
     and_,
     case,
     cast,
+    except_,
     exists,
     false,
     func,
+    intersect,
     literal,
     not_,
     or_,
     select,
     true,
+    union,
 )
 
 from assay.errors import QueryError
@@ -69,7 +74,7 @@ from assay.query.facets import (
     number_operand,
 )
 from assay.store.sql.aggregates import evaluation_facet
-from assay.store.sql.tables import evaluations, record_aggregates, spans
+from assay.store.sql.tables import MODE_INDEX_LENGTH, evaluations, record_aggregates, spans
 
 Condition = ColumnElement[bool]
 _OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
@@ -488,31 +493,71 @@ class QueryCompiler:
 
     # Records (multi-run) ---------------------------------------------------------------------
 
-    def records(self, node: Expr[Facet], record: Any) -> Condition:
-        """The condition on a record, ``record`` being its ``record_aggregates`` row."""
+    def records(self, node: Expr[Facet] | None) -> Any:
+        """The records matching ``node``, as a set of ``(idx, record_id)`` rows.
+
+        ``AND``, ``OR`` and ``NOT`` become ``INTERSECT``, ``UNION`` and ``EXCEPT`` of the
+        leaves' sets, and a multi-run leaf is one range of a covering index on
+        ``record_aggregates`` ((facet, mean, idx, record_id) or (facet, mode, idx,
+        record_id)): the database reads the records each leaf selects and nothing else,
+        where testing every record against every leaf would probe an index per record and
+        leaf. Rows carry ``idx`` first, so a set comes out in page order. No aggregate row
+        means not selected, so ``NOT`` is the complement, as in the reference evaluator.
+        """
+        if node is None:
+            return self._every_record()
         if isinstance(node, And):
-            return and_(*(self.records(operand, record) for operand in node.operands))
+            # The database keeps the first set and probes it with the others: equality
+            # tests first, as they usually select fewer records than ranges do.
+            operands = sorted(node.operands, key=_selectivity_rank)
+            return intersect(*(self._member(operand) for operand in operands))
         if isinstance(node, Or):
-            return or_(*(self.records(operand, record) for operand in node.operands))
+            return union(*(self._member(operand) for operand in node.operands))
         if isinstance(node, Not):
-            return not_(_never_null(self.records(node.operand, record)))
+            return except_(self._every_record(), self._member(node.operand))
         if isinstance(node, Term):
-            return _never_null(
-                record.c.record_id.in_(self._record_spans(self._text(node, with_output=False)))
-            )
+            return self._record_spans(self._text(node, with_output=False))
         facet = node.attribute
         if isinstance(facet, MultiRunFacet):
-            return _never_null(record.c.record_id.in_(self._aggregate_records(facet, node)))
+            return self._aggregate_records(facet, node)
         if isinstance(facet, RecordIdFacet):
-            return _never_null(self._text_leaf(record.c.record_id, node))
+            status = record_aggregates.alias("record")
+            return select(status.c.idx, status.c.record_id).where(
+                status.c.experiment_id == self.experiment_id,
+                status.c.facet == "status",
+                self._text_leaf(status.c.record_id, node),
+            )
         # Tags and inputs are the same in every run: look at the record's rows.
-        return _never_null(record.c.record_id.in_(self._record_spans(self._row_leaf(node))))
+        return self._record_spans(self._row_leaf(node))
+
+    def _member(self, node: Expr[Facet]) -> Any:
+        found = self.records(node)
+        if isinstance(found, CompoundSelect):
+            # SQLite takes no parenthesised compound inside another: nest it as a subquery.
+            nested = found.subquery()
+            return select(nested.c.idx, nested.c.record_id)
+        return found
+
+    def _every_record(self) -> Any:
+        status = record_aggregates.alias("record")
+        return select(status.c.idx, status.c.record_id).where(
+            status.c.experiment_id == self.experiment_id, status.c.facet == "status"
+        )
 
     def _record_spans(self, condition: Any) -> Any:
-        return select(spans.c.record_id).where(
-            spans.c.experiment_id == self.experiment_id,
-            spans.c.parent_id.is_(None),
-            condition,
+        # The record's idx as its aggregates know it (the least of its rows'), so that the
+        # set meets the aggregate leaves' sets even if its rows disagree.
+        status = record_aggregates.alias("record")
+        return select(status.c.idx, status.c.record_id).where(
+            status.c.experiment_id == self.experiment_id,
+            status.c.facet == "status",
+            status.c.record_id.in_(
+                select(spans.c.record_id).where(
+                    spans.c.experiment_id == self.experiment_id,
+                    spans.c.parent_id.is_(None),
+                    condition,
+                )
+            ),
         )
 
     def _aggregate_records(self, facet: MultiRunFacet, node: Any) -> Any:
@@ -525,7 +570,8 @@ class QueryCompiler:
             name = "status"
         aggregate = record_aggregates.alias("aggregate")
         if facet.aggregate == "avg":
-            condition = self._number_leaf(aggregate.c.mean, inner, node)
+            # ``mean`` is a float column: compared as it is, so its index answers the test.
+            condition = self._number_leaf(aggregate.c.mean, inner, node, as_float=False)
         elif (
             isinstance(node, Comparison)
             and node.operator == "="
@@ -534,13 +580,15 @@ class QueryCompiler:
         ):
             wanted = node.value.boolean
             condition = (
-                aggregate.c.mode == ("true" if wanted else "false")
+                _mode_is(aggregate.c.mode, "true" if wanted else "false")
                 if wanted is not None
                 else false()
             )
+        elif isinstance(node, Comparison) and node.operator == "=":
+            condition = _mode_is(aggregate.c.mode, node.value.text)
         else:
             condition = self._text_leaf(aggregate.c.mode, node)
-        return select(aggregate.c.record_id).where(
+        return select(aggregate.c.idx, aggregate.c.record_id).where(
             aggregate.c.experiment_id == self.experiment_id,
             aggregate.c.facet == name,
             condition,
@@ -552,6 +600,25 @@ class QueryCompiler:
             query=self.query_text,
             position=node.start,
         )
+
+
+def _mode_is(column: Any, value: str) -> Any:
+    """``mode = value``, in the form the partial mode index answers when it can.
+
+    The mode index leaves out modes longer than ``MODE_INDEX_LENGTH`` (PostgreSQL cannot
+    index arbitrarily long text); a database uses a partial index only for a query that
+    repeats the index's condition, which a short value implies.
+    """
+    if len(value) <= MODE_INDEX_LENGTH:
+        return and_(func.length(column) <= MODE_INDEX_LENGTH, column == value)
+    return column == value
+
+
+def _selectivity_rank(node: Expr[Facet]) -> int:
+    """Sort key for the sets of an ``AND``: equality on an aggregate, then other leaves."""
+    if isinstance(node, Comparison) and isinstance(node.attribute, MultiRunFacet):
+        return 0 if node.operator == "=" else 1
+    return 2
 
 
 def _boolean_number(column: Any) -> Any:
