@@ -17,6 +17,7 @@ from assay.store.records import RecordInsert, RecordUpdate, StoredRecord, TagOpe
 from assay.store.sql import datasets as store
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.tables import dataset_records
+from backends import on_every_backend
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def ids(records: list[StoredRecord]) -> list[str]:
 # Datasets -----------------------------------------------------------------------------
 
 
+@on_every_backend
 def test_new_dataset_starts_at_version_zero(backend: SqlBackend, project_id: str) -> None:
     info = backend.create_dataset(project_id, "capitals", "world capitals")
     assert (info.name, info.description, info.current_version) == ("capitals", "world capitals", 0)
@@ -51,6 +53,7 @@ def test_new_dataset_starts_at_version_zero(backend: SqlBackend, project_id: str
     assert backend.dataset_records(info.id) == []
 
 
+@on_every_backend
 def test_create_is_create_or_get(backend: SqlBackend, project_id: str) -> None:
     first = backend.create_dataset(project_id, "capitals", "first")
     backend.update_dataset_records(first.id, inserts=[insert("a", {"q": 1})])
@@ -60,6 +63,7 @@ def test_create_is_create_or_get(backend: SqlBackend, project_id: str) -> None:
     assert again.current_version == 1
 
 
+@on_every_backend
 def test_same_name_in_two_projects_is_two_datasets(backend: SqlBackend, project_id: str) -> None:
     other = backend.ensure_project("other").id
     assert backend.create_dataset(project_id, "d").id != backend.create_dataset(other, "d").id
@@ -67,16 +71,19 @@ def test_same_name_in_two_projects_is_two_datasets(backend: SqlBackend, project_
     assert len(backend.list_datasets()) == 2
 
 
+@on_every_backend
 def test_create_in_unknown_project_names_it(backend: SqlBackend) -> None:
     with pytest.raises(NotFoundError, match="'nope'"):
         backend.create_dataset("nope", "d")
 
 
+@on_every_backend
 def test_create_with_empty_name_fails(backend: SqlBackend, project_id: str) -> None:
     with pytest.raises(DatasetError, match="empty"):
         backend.create_dataset(project_id, "  ")
 
 
+@on_every_backend
 def test_find_get_and_list(backend: SqlBackend, project_id: str) -> None:
     assert backend.find_dataset(project_id, "b") is None
     b = backend.create_dataset(project_id, "b")
@@ -88,6 +95,7 @@ def test_find_get_and_list(backend: SqlBackend, project_id: str) -> None:
         backend.get_dataset("missing-id")
 
 
+@on_every_backend
 def test_soft_delete_hides_the_dataset_but_keeps_its_versions(
     backend: SqlBackend, project_id: str, dataset_id: str
 ) -> None:
@@ -112,6 +120,7 @@ def test_soft_delete_hides_the_dataset_but_keeps_its_versions(
 # Deltas and versions ------------------------------------------------------------------
 
 
+@on_every_backend
 def test_inserts_make_one_version_in_insertion_order(backend: SqlBackend, dataset_id: str) -> None:
     version = backend.update_dataset_records(
         dataset_id,
@@ -129,6 +138,7 @@ def test_inserts_make_one_version_in_insertion_order(backend: SqlBackend, datase
     assert backend.get_dataset(dataset_id).current_version == 2
 
 
+@on_every_backend
 def test_every_past_version_stays_readable(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1, "x"), insert("b", 2)])
     backend.update_dataset_records(dataset_id, updates=[RecordUpdate("a", input_data=10)])
@@ -178,6 +188,7 @@ def test_changed_record_keeps_its_position(backend: SqlBackend, dataset_id: str)
     assert [tuple(row) for row in rows] == [("a", 1, 2), ("a", 2, None)]
 
 
+@on_every_backend
 def test_metadata_and_tag_edits_keep_the_version(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1, tags=["k:1"])])
     version = backend.update_dataset_records(
@@ -193,6 +204,7 @@ def test_metadata_and_tag_edits_keep_the_version(backend: SqlBackend, dataset_id
     assert len(backend.dataset_versions(dataset_id)) == 2
 
 
+@on_every_backend
 def test_tag_operations(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1, tags=["a:1", "b:2"])])
 
@@ -208,6 +220,7 @@ def test_tag_operations(backend: SqlBackend, dataset_id: str) -> None:
     assert backend.get_dataset(dataset_id).current_version == 1
 
 
+@on_every_backend
 def test_a_delta_with_content_and_metadata_changes_makes_one_version(
     backend: SqlBackend, dataset_id: str
 ) -> None:
@@ -228,6 +241,7 @@ def test_a_delta_with_content_and_metadata_changes_makes_one_version(
     ]
 
 
+@on_every_backend
 def test_without_create_new_version_changes_belong_to_the_current_version(
     backend: SqlBackend, dataset_id: str
 ) -> None:
@@ -260,6 +274,7 @@ def test_without_create_new_version_changes_belong_to_the_current_version(
     ]
 
 
+@on_every_backend
 def test_a_delta_that_changes_nothing_returns_the_current_version(
     backend: SqlBackend, dataset_id: str
 ) -> None:
@@ -278,6 +293,7 @@ def test_a_delta_that_changes_nothing_returns_the_current_version(
     assert len(backend.dataset_versions(dataset_id)) == 2
 
 
+@on_every_backend
 def test_deduplicate_skips_inserts_equal_to_a_live_record(
     backend: SqlBackend, dataset_id: str
 ) -> None:
@@ -304,6 +320,7 @@ def test_deduplicate_skips_inserts_equal_to_a_live_record(
     assert ids(backend.dataset_records(dataset_id)) == ["a", "c", "e"]
 
 
+@on_every_backend
 def test_deduplicate_compares_with_the_records_after_the_delta(
     backend: SqlBackend, dataset_id: str
 ) -> None:
@@ -329,6 +346,7 @@ def test_content_hash_is_canonical() -> None:
     assert len(store.content_hash("x", "y")) == 64
 
 
+@on_every_backend
 def test_update_and_delete_of_the_same_record_deletes_it(
     backend: SqlBackend, dataset_id: str
 ) -> None:
@@ -339,6 +357,7 @@ def test_update_and_delete_of_the_same_record_deletes_it(
     assert ids(backend.dataset_records(dataset_id)) == ["b"]
 
 
+@on_every_backend
 def test_erasing_expected_output_and_metadata(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1, "x", metadata={"m": 1})])
     backend.update_dataset_records(
@@ -348,6 +367,7 @@ def test_erasing_expected_output_and_metadata(backend: SqlBackend, dataset_id: s
     assert record.expected_output is None and record.metadata == {}
 
 
+@on_every_backend
 def test_a_deleted_id_can_be_inserted_again(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1), insert("b", 2)])
     backend.update_dataset_records(dataset_id, deletes=["a"])
@@ -362,16 +382,19 @@ def test_a_deleted_id_can_be_inserted_again(backend: SqlBackend, dataset_id: str
 # Errors -------------------------------------------------------------------------------
 
 
+@on_every_backend
 def test_deleting_an_unknown_record_names_it(backend: SqlBackend, dataset_id: str) -> None:
     with pytest.raises(DatasetError, match="'ghost'"):
         backend.update_dataset_records(dataset_id, deletes=["ghost"])
 
 
+@on_every_backend
 def test_updating_an_unknown_record_names_it(backend: SqlBackend, dataset_id: str) -> None:
     with pytest.raises(DatasetError, match="'ghost'"):
         backend.update_dataset_records(dataset_id, updates=[RecordUpdate("ghost", input_data=1)])
 
 
+@on_every_backend
 def test_inserting_an_existing_id_fails(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1)])
     with pytest.raises(DatasetError, match=r"'a'.*already exists"):
@@ -390,11 +413,13 @@ def test_inserting_an_existing_id_fails(backend: SqlBackend, dataset_id: str) ->
         insert("x" * 65, 1),
     ],
 )
+@on_every_backend
 def test_bad_inserts_are_refused(backend: SqlBackend, dataset_id: str, bad: RecordInsert) -> None:
     with pytest.raises(DatasetError):
         backend.update_dataset_records(dataset_id, inserts=[bad])
 
 
+@on_every_backend
 def test_a_failing_delta_writes_nothing(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1)])
     with pytest.raises(DatasetError, match="'ghost'"):
@@ -410,6 +435,7 @@ def test_a_failing_delta_writes_nothing(backend: SqlBackend, dataset_id: str) ->
     assert backend.get_dataset(dataset_id).current_version == 1
 
 
+@on_every_backend
 def test_a_missing_version_names_the_range(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(dataset_id, inserts=[insert("a", 1)])
     with pytest.raises(DatasetError, match="no version 7; its versions are 0 to 1"):
@@ -418,6 +444,7 @@ def test_a_missing_version_names_the_range(backend: SqlBackend, dataset_id: str)
         backend.dataset_records(dataset_id, version=-1)
 
 
+@on_every_backend
 def test_records_of_an_unknown_dataset(backend: SqlBackend) -> None:
     with pytest.raises(DatasetNotFoundError, match="'nope'"):
         backend.dataset_records("nope")
@@ -428,6 +455,7 @@ def test_records_of_an_unknown_dataset(backend: SqlBackend) -> None:
 # Tags filter --------------------------------------------------------------------------
 
 
+@on_every_backend
 def test_tags_filter_keeps_records_with_all_tags(backend: SqlBackend, dataset_id: str) -> None:
     backend.update_dataset_records(
         dataset_id,
@@ -447,6 +475,7 @@ def test_tags_filter_keeps_records_with_all_tags(backend: SqlBackend, dataset_id
 # Concurrency --------------------------------------------------------------------------
 
 
+@on_every_backend
 def test_concurrent_deltas_each_make_their_own_version(
     backend: SqlBackend, dataset_id: str
 ) -> None:

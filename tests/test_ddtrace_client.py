@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,9 +32,9 @@ from assay.server import create_app
 from assay.store.records import TraceRollup
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.tables import posted_evaluations
+from live_server import free_port, serving
 
 pytest.importorskip("ddtrace", reason="ddtrace is a test dependency: pip install 'assay[dev]'")
-uvicorn = pytest.importorskip("uvicorn")
 
 # The seed's example script (reference/seed-advanced-experiment-runs.txt), unmodified but
 # for `runs=5` in LLMObs.experiment(...). It needs no LLMObs.flush(): ddtrace flushes the
@@ -198,13 +196,6 @@ class Recorder:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Running:
     url: str
@@ -216,23 +207,10 @@ class Running:
 def server(store_url: str) -> Iterator[Running]:
     backend = SqlBackend(store_url)
     recorder = Recorder(create_app(backend=backend))
-    port = free_port()
-    config = uvicorn.Config(
-        recorder, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
-    )
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        assert thread.is_alive(), "the server thread died"
-        time.sleep(0.05)
     try:
-        yield Running(f"http://127.0.0.1:{port}", backend, recorder)
+        with serving(recorder) as url:
+            yield Running(url, backend, recorder)
     finally:
-        instance.should_exit = True
-        thread.join(timeout=20)
         backend.close()
 
 

@@ -24,6 +24,7 @@ from assay import (
     SummaryEvaluatorContext,
 )
 from assay.store import open_backend
+from backends import on_every_backend
 
 RECORDS = [
     {"input_data": {"q": "a"}, "expected_output": "A", "metadata": {"difficulty": "easy"}},
@@ -58,6 +59,7 @@ def dataset(llmobs: type[LLMObs]) -> Any:
     return llmobs.create_dataset(dataset_name="letters", records=RECORDS)
 
 
+@on_every_backend
 def test_runs_give_every_record_n_times_with_run_ids(llmobs: type[LLMObs], dataset: Any) -> None:
     experiment = llmobs.experiment(
         "letters", upper, dataset, [exact_match], summary_evaluators=[count_true], runs=3
@@ -92,6 +94,7 @@ def test_default_is_one_run(llmobs: type[LLMObs], dataset: Any) -> None:
     assert len(result["runs"]) == 1
 
 
+@on_every_backend
 def test_task_error_is_recorded_evaluators_still_run(llmobs: type[LLMObs], dataset: Any) -> None:
     seen_outputs: list[Any] = []
 
@@ -129,6 +132,7 @@ def test_task_error_is_recorded_evaluators_still_run(llmobs: type[LLMObs], datas
     assert experiment.info.error == "builtins.ValueError: no b today"
 
 
+@on_every_backend
 def test_raise_errors_raises_after_recording(llmobs: type[LLMObs], dataset: Any) -> None:
     def fails_on_b(input_data: dict[str, str], config: dict[str, Any]) -> str:
         if input_data["q"] == "b":
@@ -145,6 +149,7 @@ def test_raise_errors_raises_after_recording(llmobs: type[LLMObs], dataset: Any)
     assert rows[1].error is not None and rows[1].error.type == "builtins.KeyError"
 
 
+@on_every_backend
 def test_evaluator_error_gives_none_with_error(llmobs: type[LLMObs], dataset: Any) -> None:
     def broken(input_data: Any, output_data: Any, expected_output: Any) -> float:
         raise ZeroDivisionError("oops")
@@ -161,6 +166,7 @@ def test_evaluator_error_gives_none_with_error(llmobs: type[LLMObs], dataset: An
         llmobs.experiment("evaluator-raise", upper, dataset, [broken]).run(raise_errors=True)
 
 
+@on_every_backend
 def test_retries_are_counted_on_the_row(llmobs: type[LLMObs], dataset: Any) -> None:
     calls: dict[str, int] = {}
     lock = threading.Lock()
@@ -232,6 +238,7 @@ def multi(input_data: Any, output_data: Any, expected_output: Any) -> MultiEvalu
     return MultiEvaluatorResult({"length": len(output_data), "label": "short"})
 
 
+@on_every_backend
 def test_class_async_and_multi_evaluators(llmobs: type[LLMObs], dataset: Any) -> None:
     experiment = llmobs.experiment(
         "classes",
@@ -265,6 +272,7 @@ async def async_upper(input_data: dict[str, str], config: Any) -> str:
     return input_data["q"].upper()
 
 
+@on_every_backend
 def test_async_experiment(llmobs: type[LLMObs], dataset: Any) -> None:
     experiment = llmobs.async_experiment(
         "async", async_upper, dataset, [exact_match, AsyncLength()], runs=3
@@ -282,6 +290,7 @@ def test_async_experiment_needs_async_task(llmobs: type[LLMObs], dataset: Any) -
         llmobs.async_experiment("sync-task", upper, dataset, [exact_match])
 
 
+@on_every_backend
 def test_sync_experiment_runs_inside_a_running_loop(llmobs: type[LLMObs], dataset: Any) -> None:
     async def notebook_cell() -> Any:
         sync = llmobs.experiment("in-loop", upper, dataset, [exact_match], runs=2).run(jobs=2)
@@ -293,6 +302,7 @@ def test_sync_experiment_runs_inside_a_running_loop(llmobs: type[LLMObs], datase
     assert [row["output"] for row in asynchronous["rows"]] == ["A", "B", "C"]
 
 
+@on_every_backend
 def test_jobs_bounds_concurrency_and_spans_runs(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(
         dataset_name="many", records=[{"input_data": i} for i in range(12)]
@@ -325,6 +335,7 @@ def test_jobs_bounds_concurrency_and_spans_runs(llmobs: type[LLMObs]) -> None:
     del started_runs
 
 
+@on_every_backend
 def test_sample_size_takes_the_first_records(llmobs: type[LLMObs], dataset: Any) -> None:
     result = llmobs.experiment("sample", upper, dataset, [exact_match], runs=2).run(sample_size=2)
     assert [row["idx"] for row in result["runs"][1].rows] == [0, 1]
@@ -391,6 +402,7 @@ def test_enable_says_where_results_go(assay_home: Path, capsys: pytest.CaptureFi
     assert "'datadoghq.com' is not an Assay server" in notice
 
 
+@on_every_backend
 def test_pull_and_list_experiments(llmobs: type[LLMObs], dataset: Any) -> None:
     experiment = llmobs.experiment(
         "pulled",
@@ -428,6 +440,7 @@ def test_pull_and_list_experiments(llmobs: type[LLMObs], dataset: Any) -> None:
     assert len(llmobs.list_experiments(metadata_filter={"tags": ["team:evals"]})) == 1
 
 
+@on_every_backend
 def test_as_dataframe_stacks_runs(llmobs: type[LLMObs], dataset: Any) -> None:
     experiment = llmobs.experiment("frame", upper, dataset, [exact_match], runs=2)
     experiment.run()
@@ -438,6 +451,7 @@ def test_as_dataframe_stacks_runs(llmobs: type[LLMObs], dataset: Any) -> None:
     assert list(frame[("input_data", "q")]) == ["a", "b", "c"] * 2
 
 
+@on_every_backend
 def test_unpushed_dataset_changes_are_refused(llmobs: type[LLMObs], dataset: Any) -> None:
     dataset.append({"input_data": {"q": "d"}, "expected_output": "D"})
     with pytest.raises(ExperimentError, match=r"dataset.push\(\)"):
@@ -449,6 +463,7 @@ class Opaque:
         return "Opaque()"
 
 
+@on_every_backend
 def test_outputs_that_are_not_json_are_stored_as_text(llmobs: type[LLMObs], dataset: Any) -> None:
     def opaque(input_data: Any, config: Any) -> Any:
         return {"answer": Opaque(), "score": float("nan")}
@@ -491,6 +506,7 @@ def test_a_store_that_fails_mid_run_stops_the_experiment_with_a_clear_error(
     assert sum(len(run.rows) for run in experiment.result["runs"]) < 1000
 
 
+@on_every_backend
 def test_current_row_tells_tasks_and_evaluators_which_row_runs(
     llmobs: type[LLMObs], dataset: Any
 ) -> None:

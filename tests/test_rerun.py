@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from assay import ExperimentError, LLMObs, current_row
+from backends import on_every_backend
 
 
 def length(input_data: Any, output_data: Any, expected_output: Any) -> int:
@@ -42,6 +43,7 @@ def parent(llmobs: type[LLMObs]) -> Any:
     return experiment
 
 
+@on_every_backend
 def test_rerun_scores_stored_outputs_without_running_the_task(
     llmobs: type[LLMObs], parent: Any
 ) -> None:
@@ -67,11 +69,13 @@ def test_rerun_scores_stored_outputs_without_running_the_task(
     assert [item["id"] for item in children] == [child.id]
 
 
+@on_every_backend
 def test_missing_outputs_raise_by_default(parent: Any) -> None:
     with pytest.raises(ExperimentError, match="1 rows of experiment 'parent' have no output"):
         parent.rerun_evaluators([starts_with_a])
 
 
+@on_every_backend
 def test_retry_runs_the_task_only_for_missing_rows(parent: Any) -> None:
     calls: list[Any] = []
     lock = threading.Lock()
@@ -91,6 +95,7 @@ def test_retry_runs_the_task_only_for_missing_rows(parent: Any) -> None:
         parent.rerun_evaluators([starts_with_a], missing_task_strategy="retry")
 
 
+@on_every_backend
 def test_pulled_experiments_can_be_rescored(llmobs: type[LLMObs], parent: Any) -> None:
     pulled = llmobs.pull_experiment(parent.id)
     child = pulled.rerun_evaluators([length], missing_task_strategy="skip")
@@ -100,6 +105,7 @@ def test_pulled_experiments_can_be_rescored(llmobs: type[LLMObs], parent: Any) -
     assert child.summary()["length"]["value"] == pytest.approx((7 + 7 + 9) / 3)
 
 
+@on_every_backend
 def test_judge_variance_separates_evaluator_noise_from_task_variation(
     llmobs: type[LLMObs],
 ) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from assay import ExperimentError, LLMObs, current_row
+from assay.store import open_backend
 from assay.store.sql.backend import SqlBackend
+from backends import on_every_backend
 
 
 def is_even(input_data: Any, output_data: Any, expected_output: Any) -> bool:
@@ -25,6 +27,7 @@ def evens(inputs: Any, outputs: Any, expected_outputs: Any, evaluators_results: 
     return sum(1 for value in evaluators_results["is_even"] if value)
 
 
+@on_every_backend
 def test_resume_runs_only_the_missing_pairs(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(
         dataset_name="numbers", records=[{"input_data": i} for i in range(10)]
@@ -66,7 +69,7 @@ def test_resume_runs_only_the_missing_pairs(llmobs: type[LLMObs]) -> None:
         assert run.summary_evaluations["evens"]["value"] == sum(
             1 for row in run.rows if row["output"] is not None and row["output"] % 2 == 0
         )
-    backend = SqlBackend(os.environ["ASSAY_DATABASE_URL"])
+    backend = open_backend()
     try:
         assert backend.count_rows(first.id or "") == 30
         assert len(backend.summary_evaluations(first.id or "")) == 3
@@ -74,6 +77,7 @@ def test_resume_runs_only_the_missing_pairs(llmobs: type[LLMObs]) -> None:
         backend.close()
 
 
+@on_every_backend
 def test_resume_with_nothing_unfinished_starts_a_new_experiment(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": 1}])
 
@@ -96,6 +100,7 @@ def test_resume_with_nothing_unfinished_starts_a_new_experiment(llmobs: type[LLM
         ({"dataset": "new-version"}, r"the dataset version changed \(1 -> 2\)"),
     ],
 )
+@on_every_backend
 def test_resume_refuses_a_changed_setup(
     llmobs: type[LLMObs], change: dict[str, Any], message: str
 ) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from assay import LLMObs, QueryError, current_row
 from assay.query import evaluate, resolve
 from assay.store import open_backend
+from backends import on_every_backend
 
 WORDS = ["alpha", "beta", "gamma", "delta", "paris", "rome"]
 
@@ -111,10 +112,19 @@ def searched(llmobs: type[LLMObs]) -> Any:
     return experiment, rows
 
 
-def expected(experiment: Any, rows: list[Any], query: str) -> set[Any]:
+@pytest.fixture
+def sql_url(store_url: str, request: pytest.FixtureRequest) -> str:
+    """The SQL store the searches read: ``store_url``, or the Assay server's own store."""
+    if store_url.startswith("http"):
+        return str(request.getfixturevalue("assay_server").backend.url)
+    return store_url
+
+
+def expected(sql_url: str, experiment: Any, rows: list[Any], query: str) -> set[Any]:
+    from assay.store.sql.backend import SqlBackend
     from assay.store.sql.search import load_catalog
 
-    backend = open_backend()
+    backend = SqlBackend(sql_url)
     try:
         backend.refresh_aggregates(experiment.id, only_if_stale=True)
         with backend.engine.connect() as connection:  # type: ignore[attr-defined]
@@ -215,28 +225,31 @@ def random_query(rng: random.Random, leaves: list[str], depth: int = 0) -> str:
     return f"NOT ({left} {right})"
 
 
-def test_every_facet_alone_matches_the_reference(searched: Any) -> None:
+@on_every_backend
+def test_every_facet_alone_matches_the_reference(searched: Any, sql_url: str) -> None:
     experiment, rows = searched
     for query in LEAVES + MULTI_LEAVES[:9] + [""]:
-        assert found(experiment, query) == expected(experiment, rows, query), query
+        assert found(experiment, query) == expected(sql_url, experiment, rows, query), query
         negated = f"-{query}" if query else ""
         if negated and not query.startswith(("@multi_run", "paris", '"', "gam", "ROME", "alpha")):
-            assert found(experiment, negated) == expected(experiment, rows, negated), negated
+            wanted = expected(sql_url, experiment, rows, negated)
+            assert found(experiment, negated) == wanted, negated
 
 
-def test_random_queries_match_the_reference(searched: Any) -> None:
+def test_random_queries_match_the_reference(searched: Any, sql_url: str) -> None:
     experiment, rows = searched
     rng = random.Random(5)
     for _ in range(150):
         query = random_query(rng, LEAVES)
-        assert found(experiment, query) == expected(experiment, rows, query), query
+        assert found(experiment, query) == expected(sql_url, experiment, rows, query), query
     for _ in range(100):
         query = random_query(rng, MULTI_LEAVES)
         if not any(term.startswith("@multi_run") for term in query.replace("(", " ").split()):
             continue
-        assert found(experiment, query) == expected(experiment, rows, query), query
+        assert found(experiment, query) == expected(sql_url, experiment, rows, query), query
 
 
+@on_every_backend
 def test_pages_counts_sorting_and_runs(searched: Any) -> None:
     experiment, _ = searched
     everything = experiment.search("", limit=1000)
@@ -281,12 +294,14 @@ def test_pages_counts_sorting_and_runs(searched: Any) -> None:
         ("(unclosed", "position"),
     ],
 )
+@on_every_backend
 def test_bad_queries_are_query_errors(searched: Any, query: str, message: str) -> None:
     experiment, _ = searched
     with pytest.raises(QueryError, match=message):
         experiment.search(query)
 
 
+@on_every_backend
 def test_run_and_sort_mistakes_are_query_errors(searched: Any) -> None:
     experiment, _ = searched
     with pytest.raises(QueryError, match="no run 9"):
@@ -297,6 +312,7 @@ def test_run_and_sort_mistakes_are_query_errors(searched: Any) -> None:
         experiment.search("", sort="colour")
 
 
+@on_every_backend
 @settings(
     max_examples=150,
     deadline=None,
@@ -309,6 +325,7 @@ def test_random_strings_raise_nothing_but_query_errors(searched: Any, text: str)
         experiment.search(text, limit=5)
 
 
+@on_every_backend
 def test_sorting_records_by_an_unknown_label_is_an_error(searched: Any) -> None:
     experiment, _ = searched
     with pytest.raises(QueryError, match="Cannot sort records by"):

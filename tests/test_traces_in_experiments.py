@@ -10,6 +10,7 @@ import pytest
 from assay import LLMObs
 from assay.pricing import estimate_cost
 from assay.store import open_backend
+from backends import on_every_backend
 
 
 def stored(experiment_id: str, **options: Any) -> list[Any]:
@@ -40,6 +41,7 @@ def ok(input_data: Any, output_data: Any, expected_output: Any) -> bool:
     return output_data == "done"
 
 
+@on_every_backend
 def test_spans_tokens_and_cost_are_stored_with_the_row(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": 1}])
     experiment = llmobs.experiment("traced", answer, dataset, [ok], runs=2)
@@ -69,6 +71,7 @@ def test_spans_tokens_and_cost_are_stored_with_the_row(llmobs: type[LLMObs]) -> 
     assert stored(experiment.id or "")[0].rollup == rows[0].rollup
 
 
+@on_every_backend
 def test_async_tasks_are_traced_too(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": i} for i in range(6)])
 
@@ -88,6 +91,7 @@ def test_async_tasks_are_traced_too(llmobs: type[LLMObs]) -> None:
         assert [span.input_tokens for span in row.spans] == [row.output]
 
 
+@on_every_backend
 def test_a_task_without_spans_has_no_rollup(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": 1}])
 
@@ -100,6 +104,7 @@ def test_a_task_without_spans_has_no_rollup(llmobs: type[LLMObs]) -> None:
     assert row.rollup is None and row.spans == [] and row.root_metadata is None
 
 
+@on_every_backend
 def test_budget_stops_new_calls_and_the_experiment_can_resume(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(
         dataset_name="d", records=[{"input_data": i} for i in range(20)]
@@ -176,6 +181,7 @@ def test_trace_metrics_average_by_record_and_total_by_row(llmobs: type[LLMObs]) 
     assert metrics["input_tokens"]["value"] is None
 
 
+@on_every_backend
 def test_assay_show_prints_tokens_and_cost(llmobs: type[LLMObs]) -> None:
     from typer.testing import CliRunner
 

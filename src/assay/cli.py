@@ -1,4 +1,5 @@
-"""The ``assay`` command: run the demo or a script, list and show stored experiments.
+"""The ``assay`` command: run the demo or a script, list and show stored experiments,
+serve the store and manage the server's API keys.
 
 A thin shell over the same functions a user calls from Python. Errors are translated here
 and nowhere else: an :class:`~assay.errors.AssayError` or a usage error prints one line,
@@ -16,19 +17,24 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from assay._version import __version__
+from assay.cli_compare import register as register_comparison_commands
+from assay.cli_plan import plan as plan_command
 from assay.cli_render import (
+    api_key_json,
+    api_keys_table,
     experiment_report,
     experiment_view,
     experiments_table,
     listed_experiment,
     listed_json,
+    local_time,
     report_json,
     search_view,
 )
@@ -41,12 +47,16 @@ from assay.config import (
     Setting,
     server_url,
 )
+from assay.config import database_url as default_database_url
 from assay.demo import DEMO_QUESTIONS, run_demo
 from assay.errors import AssayError, ConfigurationError, QueryError
 from assay.execution.progress import RichProgress, default_display
 from assay.store import open_backend
 from assay.store.backend import Backend
 from assay.store.records import ExperimentFilter
+
+if TYPE_CHECKING:
+    from assay.store.sql.backend import SqlBackend
 
 
 def _settings_epilog(*settings: Setting) -> str:
@@ -130,6 +140,25 @@ experiments_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(experiments_app, name="experiments")
+keys_app = typer.Typer(
+    help="API keys of `assay serve`: made here, on the store, and sent by clients as "
+    "`DD-API-KEY` or `Authorization: Bearer`.",
+    rich_markup_mode="markdown",
+    epilog=_STORE_EPILOG,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(keys_app, name="keys")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy URL of the store (default: ASSAY_DATABASE_URL, else "
+        "$ASSAY_HOME/assay.db), e.g. postgresql+psycopg://user@host/db.",
+    ),
+]
 
 
 def _stdout() -> Console:
@@ -172,6 +201,11 @@ def _root(
 
 @experiments_app.callback()
 def _experiments(context: typer.Context) -> None:
+    _help_when_bare(context)
+
+
+@keys_app.callback()
+def _keys(context: typer.Context) -> None:
     _help_when_bare(context)
 
 
@@ -447,40 +481,162 @@ def _server_log_config() -> dict[str, Any]:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    database_url: Annotated[
-        str | None,
+    database_url: DatabaseUrl = None,
+    require_auth: Annotated[
+        bool,
         typer.Option(
-            "--database-url",
-            metavar="URL",
-            help="SQLAlchemy URL of the store (default: ASSAY_DATABASE_URL, else "
-            "$ASSAY_HOME/assay.db), e.g. postgresql+psycopg://user@host/db.",
+            "--require-auth",
+            help="Refuse requests without an API key on loopback too (beyond loopback, "
+            "keys are always required).",
         ),
-    ] = None,
+    ] = False,
 ) -> None:
     """Serve the Experiments REST API over the store, until Ctrl-C.
 
     The API is Datadog's LLM Observability Experiments API: point an unmodified ddtrace
-    client at it with `DD_LLMOBS_OVERRIDE_ORIGIN=http://HOST:PORT`. Progress and errors
-    are logged on stderr, one line each.
+    client at it with `DD_LLMOBS_OVERRIDE_ORIGIN=http://HOST:PORT`. On a `--host` other
+    than loopback, every request needs an API key (`assay keys create NAME`), sent as
+    `DD_API_KEY`. Progress and errors are logged on stderr, one line each.
     """
     try:
         import uvicorn
 
         from assay.server import create_app
+        from assay.server.auth import is_loopback
     except ImportError as error:
         raise ConfigurationError(
             f"assay serve needs the server extra: pip install 'assay[server]' ({error})"
         ) from error
-    server = create_app(database_url=database_url)
-    location = server.state.backend.location
-    typer.echo(f"assay: serving the store at {location} on http://{host}:{port}", err=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    beyond_loopback = not is_loopback(host)
+    required = require_auth or beyond_loopback
+    server = create_app(database_url=database_url, require_auth=required)
+    store: SqlBackend = server.state.backend
+    typer.echo(f"assay: serving the store at {store.location} on http://{host}:{port}", err=True)
+    if required:
+        why = f"{host} is reachable beyond this machine" if beyond_loopback else "--require-auth"
+        live = sum(not key.revoked for key in store.list_api_keys())
         typer.echo(
-            f"assay: warning: {host} is reachable beyond this machine and the API asks for "
-            "no key yet: anyone who can reach it can read and change the store",
+            f"assay: every request needs an API key ({why}); this store has {live} live "
+            "key(s), see `assay keys list`",
             err=True,
         )
+        if not live:
+            typer.echo(
+                "assay: warning: no API key exists yet, so every request will be refused "
+                "(401); create one with `assay keys create NAME`",
+                err=True,
+            )
     uvicorn.run(server, host=host, port=port, log_config=_server_log_config())
+
+
+# API keys ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _sql_store(database_url: str | None) -> Iterator[SqlBackend]:
+    # Keys live in the store itself, whatever backend the SDK would pick: always SQL.
+    from assay.store.sql.backend import SqlBackend
+
+    store = SqlBackend(database_url or default_database_url())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@keys_app.command("create", epilog=_STORE_EPILOG)
+def create_key(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="A name to recognise the key by, e.g. 'ci'.")
+    ],
+    projects: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--project",
+            metavar="PROJECT",
+            help="Limit the key to this project (by name; repeat for several). "
+            "Default: every project.",
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key and print it, once: only its hash is stored.
+
+    The key alone goes to stdout, so `KEY=$(assay keys create ci)` captures it; what it
+    is goes to stderr. A key limited with `--project` sees only those projects: the
+    others are invisible to it. The projects need not exist yet.
+    """
+    with _sql_store(database_url) as store:
+        info, key = store.create_api_key(name, projects=projects or None)
+        missing = [p for p in info.projects or () if store.find_project(p) is None]
+    scope = (
+        "every project"
+        if info.projects is None
+        else "the project(s) " + ", ".join(repr(p) for p in info.projects)
+    )
+    typer.echo(key)
+    typer.echo(f"Created API key {info.name!r} (id {info.id[:8]}) for {scope}.", err=True)
+    for project in missing:
+        typer.echo(
+            f"note: no project named {project!r} exists yet; the key will see it once created",
+            err=True,
+        )
+    typer.echo(
+        "Copy the key now: it is not shown again. Clients send it as DD-API-KEY "
+        "(DD_API_KEY=...) or as 'Authorization: Bearer ...'.",
+        err=True,
+    )
+
+
+@keys_app.command("list", epilog=_STORE_EPILOG)
+def list_keys(
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (a list of keys, without secrets).")
+    ] = False,
+) -> None:
+    """List the API keys, oldest first, revoked ones too."""
+    with _sql_store(database_url) as store:
+        keys = store.list_api_keys()
+        location = store.location
+    if as_json:
+        _print_json([api_key_json(key) for key in keys])
+        return
+    console = _stdout()
+    if not keys:
+        console.print(
+            f"No API keys in {location}. Create one with `assay keys create NAME`.",
+            soft_wrap=True,
+        )
+        return
+    console.print(api_keys_table(keys, title=f"API keys in {location}"))
+
+
+@keys_app.command("revoke", epilog=_STORE_EPILOG)
+def revoke_key(
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY", help="The key's name, its id, or a unique id prefix (4+ characters)."
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke an API key: from now on, requests with it get 401. Its row is kept."""
+    with _sql_store(database_url) as store:
+        info, revoked_now = store.revoke_api_key(key)
+    if revoked_now:
+        typer.echo(f"Revoked API key {info.name!r} (id {info.id[:8]}, {info.prefix}…).")
+        return
+    assert info.revoked_at is not None
+    typer.echo(
+        f"API key {info.name!r} (id {info.id[:8]}) was already revoked on "
+        f"{local_time(info.revoked_at, seconds=False)}."
+    )
+
+
+app.command("plan", epilog=_STORE_EPILOG)(plan_command)
+register_comparison_commands(app, epilog=_STORE_EPILOG)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """What the ``assay`` command shows: rich tables for people, plain dicts for ``--json``.
 
 Kept apart from :mod:`assay.cli` so the command module stays about arguments and exits.
-Everything here reads an :class:`ExperimentReport`, built once from the store by
-:func:`experiment_report`, so ``assay demo`` and ``assay show`` print the same thing.
+Everything about one experiment reads an :class:`ExperimentReport`, built once from the
+store by :func:`experiment_report`, so ``assay demo`` and ``assay show`` print the same
+thing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from assay.aggregation import (
 from assay.experiment import SyncExperiment, pulled_experiment
 from assay.store.backend import Backend
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
+from assay.store.sql.keys import ApiKeyInfo
 from assay.trace_metrics import TraceMetric
 
 _NOTHING = "—"
@@ -531,3 +533,54 @@ def search_view(info: ExperimentInfo, page: SearchPage, *, offset: int) -> Rende
                 "—" if item["total_tokens"] is None else f"{item['total_tokens']:,}",
             )
     return Group(heading, table)
+
+
+# API keys -----------------------------------------------------------------------------------
+
+
+def _key_projects(key: ApiKeyInfo) -> str:
+    return "every project" if key.projects is None else ", ".join(key.projects)
+
+
+def api_keys_table(keys: Sequence[ApiKeyInfo], *, title: str) -> Table:
+    """``assay keys list``: one line per key, oldest first, revoked ones dimmed."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    table.add_column("name", overflow="fold")
+    table.add_column("id", no_wrap=True, style="cyan")
+    table.add_column("prefix", no_wrap=True)
+    table.add_column("projects", overflow="fold")
+    table.add_column("created")
+    table.add_column("last used")
+    table.add_column("revoked")
+    for key in keys:
+        table.add_row(
+            key.name,
+            key.id[:8],
+            f"{key.prefix}…",
+            _key_projects(key),
+            local_time(key.created_at, seconds=False),
+            local_time(key.last_used_at, seconds=False) if key.last_used_at else "never",
+            local_time(key.revoked_at, seconds=False) if key.revoked_at else _NOTHING,
+            style="dim" if key.revoked else "",
+        )
+    return table
+
+
+def api_key_json(key: ApiKeyInfo) -> dict[str, Any]:
+    """One key of ``assay keys list --json`` (never its secret, which is not stored)."""
+    data = dataclasses.asdict(key)
+    data["projects"] = list(key.projects) if key.projects is not None else None
+    for name in ("created_at", "last_used_at", "revoked_at"):
+        moment = getattr(key, name)
+        data[name] = moment.isoformat() if moment is not None else None
+    data["revoked"] = key.revoked
+    return data

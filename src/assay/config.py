@@ -63,6 +63,20 @@ SITE = Setting(
 )
 API_KEY = Setting(name="api_key", env="DD_API_KEY", default="", help="API key (remote stores).")
 APP_KEY = Setting(name="app_key", env="DD_APP_KEY", default="", help="App key (remote stores).")
+REMOTE_URL = Setting(
+    name="url",
+    env="ASSAY_URL",
+    default="",
+    help="URL of an Assay server (`assay serve`) to keep results on instead of the local "
+    "store, e.g. http://assay.internal:8000; the SDK and the CLI's reading commands use it.",
+)
+REMOTE_API_KEY = Setting(
+    name="remote_api_key",
+    env="ASSAY_API_KEY",
+    default="",
+    help="API key sent to the server at ASSAY_URL (default: DD_API_KEY); make one on the "
+    "server with `assay keys create NAME`.",
+)
 
 RESUME = Setting(
     name="resume",
@@ -82,6 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     SITE,
     API_KEY,
     APP_KEY,
+    REMOTE_URL,
+    REMOTE_API_KEY,
 )
 
 
@@ -98,6 +114,18 @@ def database_url() -> str:
     return f"sqlite:///{home_dir() / 'assay.db'}"
 
 
-def server_url() -> str:
-    """Base URL of the web UI, without a trailing slash."""
-    return SERVER_URL.value().rstrip("/")
+def is_server_url(text: str) -> bool:
+    """Whether ``text`` is the URL of an Assay server (http or https), not a store's URL."""
+    return text.startswith(("http://", "https://"))
+
+
+def server_url(store: str | None = None) -> str:
+    """Base URL of the web UI, without a trailing slash.
+
+    ``ASSAY_SERVER_URL`` when set; else the Assay server the results are kept on (``store``
+    when it is a server's URL, else ``ASSAY_URL``); else ``http://127.0.0.1:8000``.
+    """
+    if os.environ.get(SERVER_URL.env):
+        return SERVER_URL.value().rstrip("/")
+    remote = store if store is not None and is_server_url(store) else REMOTE_URL.value()
+    return (remote or SERVER_URL.default).rstrip("/")

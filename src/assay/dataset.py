@@ -208,7 +208,7 @@ class Dataset:
     @property
     def url(self) -> str:
         """The dataset's page in ``assay serve``."""
-        return f"{config.server_url()}/llm/datasets/{self._id}"
+        return f"{config.server_url(self._backend.location)}/llm/datasets/{self._id}"
 
     @property
     def version(self) -> int:

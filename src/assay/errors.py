@@ -31,6 +31,22 @@ class ExperimentNotFoundError(NotFoundError, ValueError):
     """No experiment with that id, id prefix or name."""
 
 
+class BaselineNotFoundError(NotFoundError, ValueError):
+    """No baseline to compare with: none pinned, or none matching a ``tag:`` or ``branch:``."""
+
+
+class BaselineError(AssayError, ValueError):
+    """A baseline that cannot be used as given: a malformed spec, or the candidate itself."""
+
+
+class ApiKeyNotFoundError(NotFoundError, ValueError):
+    """No live API key with that name, nor any key with that id or id prefix."""
+
+
+class ApiKeyError(AssayError, ValueError):
+    """An API key that cannot be created as asked (its name is taken or invalid)."""
+
+
 class DatasetError(AssayError, ValueError):
     """A dataset edit or load that cannot be done as asked."""
 

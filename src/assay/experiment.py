@@ -169,9 +169,10 @@ class _ExperimentBase:
     @property
     def url(self) -> str:
         """The experiment's page on ``assay serve``."""
+        base = server_url(self._backend.location)
         if self._info is None:
-            return f"{server_url()}/llm/experiments"
-        return f"{server_url()}/llm/experiments/{self._info.id}"
+            return f"{base}/llm/experiments"
+        return f"{base}/llm/experiments/{self._info.id}"
 
     @property
     def info(self) -> ExperimentInfo | None:

@@ -1,8 +1,10 @@
 """``LLMObs``: the facade that mirrors ``ddtrace.llmobs.LLMObs`` for experiments.
 
-A script written for ddtrace runs on Assay after changing its import line. With no
-``site``, or a ``site`` that is not the URL of an Assay server (``"datadoghq.com"``),
-everything goes to the embedded store and one line on stderr says where.
+A script written for ddtrace runs on Assay after changing its import line. With a
+``site`` that is the URL of an Assay server (``"http://assay.internal:8000"``), or
+``ASSAY_URL`` set, everything goes to that server (the remote SDK mode); with no ``site``,
+or one that is not an Assay server's URL (``"datadoghq.com"``), to the local store. One
+line on stderr says where.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from assay import dataset as datasets
 from assay import loaders, tracing
 from assay.aggregation import EvaluationSummary, summarize
-from assay.config import API_KEY, APP_KEY, PROJECT_NAME, SITE
+from assay.config import (
+    API_KEY,
+    APP_KEY,
+    PROJECT_NAME,
+    REMOTE_URL,
+    SITE,
+    database_url,
+    is_server_url,
+)
 from assay.dataset import Dataset, DatasetRecord
 from assay.errors import NotEnabledError
 from assay.experiment import Experiment, SyncExperiment, pulled_experiment
@@ -50,10 +60,6 @@ class ExperimentSummary(TypedDict):
     updated_at: str
 
 
-def _is_assay_server(site: str) -> bool:
-    return site.startswith(("http://", "https://"))
-
-
 class LLMObs:
     """Entry points for datasets and experiments, with ddtrace's names and parameters."""
 
@@ -84,38 +90,46 @@ class LLMObs:
     ) -> None:
         """Start recording. Keys and site fall back to DD_API_KEY, DD_APP_KEY and DD_SITE.
 
-        The project defaults to ``DD_LLMOBS_PROJECT_NAME``, else ``"default-project"``.
-        Parameters that only matter to Datadog's tracer are accepted and ignored.
+        A ``site`` starting with ``http://`` or ``https://`` is an Assay server (``assay
+        serve``): datasets and experiments are kept there, and ``api_key`` (default
+        ``ASSAY_API_KEY``, else ``DD_API_KEY``) is the server's API key. Without one,
+        ``ASSAY_URL`` names the server; without that, results go to the local store
+        (``ASSAY_DATABASE_URL``, else ``~/.assay/assay.db``). The project defaults to
+        ``DD_LLMOBS_PROJECT_NAME``, else ``"default-project"``. Parameters that only matter
+        to Datadog's tracer are accepted and ignored.
         """
         if os.environ.get("DD_LLMOBS_ENABLED", "").lower() in ("0", "false", "no", "off"):
             return
+        site_from = "site" if site is not None else SITE.env
         site = site if site is not None else SITE.value()
         cls._api_key = api_key if api_key is not None else API_KEY.value()
         cls._app_key = app_key if app_key is not None else APP_KEY.value()
         cls._project_name = project_name or PROJECT_NAME.value()
         if cls._backend is not None:
             cls._backend.close()
-        backend = open_backend()
+            cls._backend = None
+        remote = is_server_url(site) or bool(REMOTE_URL.value())
+        if remote:
+            reason = site_from if is_server_url(site) else REMOTE_URL.env
+            backend = open_backend(
+                site if is_server_url(site) else None, api_key=api_key, app_key=cls._app_key
+            )
+        else:
+            reason = f"site {site!r} is not an Assay server" if site else "no site given"
+            backend = open_backend(database_url())
         cls._backend = backend
         if integrations_enabled:
             # Imports no client library: each installed one is patched once it is imported.
             from assay import integrations
 
             integrations.patch_all()
-        if not site:
-            reason = "no site given"
-        elif _is_assay_server(site):
-            reason = (
-                f"site {site!r}: this SDK does not talk to an Assay server yet; unmodified "
-                "ddtrace can, with DD_LLMOBS_OVERRIDE_ORIGIN"
-            )
+        if remote:
+            where = f"the Assay server at {backend.location}"
+        elif backend.location.startswith("/"):
+            where = f"the embedded store at {backend.location}"
         else:
-            reason = f"site {site!r} is not an Assay server"
-        kind = "the embedded store" if backend.location.startswith("/") else "the store"
-        print(
-            f"assay: results go to {kind} at {backend.location} ({reason})",
-            file=sys.stderr,
-        )
+            where = f"the store at {backend.location}"
+        print(f"assay: results go to {where} ({reason})", file=sys.stderr)
 
     @classmethod
     def disable(cls) -> None:

@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,17 +29,34 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assay._version import __version__
 from assay.config import database_url as default_database_url
-from assay.errors import AssayError, NotFoundError, StoreError
+from assay.errors import (
+    AssayError,
+    DatasetNotFoundError,
+    ExperimentNotFoundError,
+    NotFoundError,
+    StoreError,
+)
+from assay.server import ui
 from assay.server.api import (
+    compare,
     datasets,
     events,
     experiments,
     intake,
     projects,
+    sdk,
     summaries,
     unsupported,
 )
-from assay.server.jsonapi import ApiError, error_response, pointer
+from assay.server.auth import Authenticator, authenticate
+from assay.server.jsonapi import (
+    ERROR_RESPONSES,
+    ApiError,
+    JsonApiResponse,
+    error_response,
+    not_found,
+    pointer,
+)
 from assay.store.sql.backend import SqlBackend
 
 logger = logging.getLogger("assay.server")
@@ -56,12 +73,19 @@ def create_app(
     database_url: str | None = None,
     backend: SqlBackend | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    require_auth: bool | None = None,
 ) -> FastAPI:
     """The Assay server app over ``backend``, or over a store opened at ``database_url``.
 
     Default: the store the SDK uses (``ASSAY_DATABASE_URL``, else ``~/.assay/assay.db``).
     A store opened here is closed when the app shuts down; a ``backend`` passed in
     belongs to the caller.
+
+    ``require_auth``: True, every API route needs an API key (``assay keys create``);
+    False, keys are optional. None (the default) requires one on connections that reach
+    a non-loopback address of this machine, and not from loopback or in-process clients.
+    ``assay serve`` passes True when it listens beyond loopback or with ``--require-auth``.
+    See ``assay.server.auth``.
     """
     owned = backend is None
     store = backend if backend is not None else SqlBackend(database_url or default_database_url())
@@ -81,9 +105,19 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.backend = store
-    api = APIRouter()
+    app.state.authenticator = Authenticator(required=require_auth)
+    # Every API route checks the caller's key; the OpenAPI document and /docs do not.
+    # The document says what every route answers: JSON:API documents, or the error shape.
+    api = APIRouter(
+        dependencies=[Depends(authenticate)],
+        default_response_class=JsonApiResponse,
+        responses=ERROR_RESPONSES,
+    )
     # Fixed paths before parameterised ones: /experiments/events is not an experiment id.
-    for module in (events, summaries, unsupported, experiments, projects, datasets):
+    # /sdk/... first: /sdk/datasets is not the datasets of a project with id "sdk".
+    # compare before experiments: /experiments/compare is not an experiment "compare".
+    modules = (sdk, events, summaries, compare, unsupported, experiments, projects, datasets)
+    for module in modules:
         api.include_router(module.router)
     for prefix in API_PREFIXES:
         for proxy in ("", PROXY_PREFIX):
@@ -91,8 +125,16 @@ def create_app(
                 api, prefix=proxy + prefix, include_in_schema=not proxy and prefix == API_PREFIX
             )
     for proxy in ("", PROXY_PREFIX):
-        app.include_router(intake.router, prefix=proxy, include_in_schema=not proxy)
+        app.include_router(
+            intake.router,
+            prefix=proxy,
+            include_in_schema=not proxy,
+            dependencies=[Depends(authenticate)],
+            default_response_class=JsonApiResponse,
+            responses=ERROR_RESPONSES,
+        )
     _add_error_handlers(app)
+    ui.install(app)  # the web UI's pages (not in the OpenAPI document)
     app.add_middleware(_ErrorBoundary, max_body_bytes=max_body_bytes)
     return app
 
@@ -143,8 +185,12 @@ def _add_error_handlers(app: FastAPI) -> None:
             detail = f"No route {request.method} {request.url.path}"
         return error_response([ApiError(error.status_code, title, detail, pointer="")])
 
-    async def on_assay_error(_request: Request, error: Exception) -> Response:
+    async def on_assay_error(request: Request, error: Exception) -> Response:
         if isinstance(error, NotFoundError):
+            # An unknown id of the path is named by its parameter.
+            for kind, name in _NOT_FOUND_PARAMETERS:
+                if isinstance(error, kind) and name in request.path_params:
+                    return error_response([not_found(str(error), parameter=name)])
             status, title = 404, "Not found"
         elif isinstance(error, StoreError):
             status, title = 503, "Store unavailable"
@@ -174,6 +220,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, on_database)
 
 
+_NOT_FOUND_PARAMETERS = (
+    (DatasetNotFoundError, "dataset_id"),
+    (ExperimentNotFoundError, "experiment_id"),
+)
+
+
 def _one_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -195,21 +247,28 @@ class _ErrorBoundary:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = too_large = False
         received = 0
         limit = self.max_body_bytes
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                # FastAPI answers a body it could not read with a 400: the answer is our 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._answer(scope, receive, send, _too_large(limit))
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

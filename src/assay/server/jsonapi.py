@@ -11,7 +11,8 @@ whatever raised it, is::
 
 ``source.pointer`` is a JSON pointer into the request body (``""`` for the body as a
 whole, e.g. malformed JSON); an error about a query or path parameter has
-``source.parameter`` (``"page[cursor]"``, ``"experiment_id"``) instead, as JSON:API says.
+``source.parameter`` (``"page[cursor]"``, ``"experiment_id"``) instead, and an error about
+a request header (a missing API key) ``source.header``, as JSON:API says.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from starlette.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
 
 from assay.store.sql.bulk import encode_json
 
@@ -40,7 +42,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class JsonApiResponse(Response):
+class JsonApiResponse(JSONResponse):
     """A JSON:API document; NaN and infinities (an empty aggregate) are written as null."""
 
     media_type = MEDIA_TYPE
@@ -60,6 +62,8 @@ class ApiError(Exception):
         *,
         pointer: str | None = None,
         parameter: str | None = None,
+        header: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -67,10 +71,15 @@ class ApiError(Exception):
         self.detail = detail
         self.pointer = pointer
         self.parameter = parameter
+        self.header = header
+        self.headers = dict(headers or {})
+        """Response headers, such as the ``WWW-Authenticate`` of a 401."""
 
     def as_error(self) -> dict[str, Any]:
         source: dict[str, str] = {}
-        if self.parameter is not None:
+        if self.header is not None:
+            source["header"] = self.header
+        elif self.parameter is not None:
             source["parameter"] = self.parameter
         else:
             source["pointer"] = self.pointer or ""
@@ -95,10 +104,55 @@ def bad_parameter(detail: str, *, parameter: str) -> ApiError:
 
 
 def error_response(errors: Sequence[ApiError]) -> JsonApiResponse:
-    """One response for these errors; its status is the first error's."""
+    """One response for these errors; its status (and headers) are the first error's."""
     return JsonApiResponse(
-        {"errors": [error.as_error() for error in errors]}, status_code=errors[0].status
+        {"errors": [error.as_error() for error in errors]},
+        status_code=errors[0].status,
+        headers=errors[0].headers or None,
     )
+
+
+# The error shape, for the OpenAPI document ------------------------------------------------
+
+
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PointerSource(_Source):
+    pointer: str = Field(description="A JSON pointer into the request body; '' for all of it")
+
+
+class ParameterSource(_Source):
+    parameter: str = Field(description="The query or path parameter at fault")
+
+
+class HeaderSource(_Source):
+    header: str = Field(description="The request header at fault, such as DD-API-KEY")
+
+
+class ErrorObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: str = Field(description="The HTTP status, as a string")
+    title: str
+    detail: str = Field(description="What is wrong, naming the bad value, and the fix")
+    source: PointerSource | ParameterSource | HeaderSource
+
+
+class ErrorDocument(BaseModel):
+    """Every error response: one or more errors, the first one's status the response's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    errors: list[ErrorObject] = Field(min_length=1)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorDocument, "description": "A refused request; nothing was written"},
+    "5XX": {"model": ErrorDocument, "description": "The store is busy (503: retry) or failed"},
+}
+"""The error responses every API route documents, for ``APIRouter(responses=...)``."""
 
 
 def resource(kind: str, identifier: str, attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The one interface between the SDK and wherever results are kept.
 
-``SqlBackend`` implements it over SQLAlchemy (SQLite by default, PostgreSQL by URL); a later
-``HttpBackend`` implements it against an Assay server. The SDK only ever holds a
-``Backend``.
+``SqlBackend`` implements it over SQLAlchemy (SQLite by default, PostgreSQL by URL), and
+``HttpBackend`` (``assay.store.http``) against an Assay server. The SDK only ever holds a
+``Backend``; ``assay.store.open_backend`` chooses which.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from assay.store.records import (
     ExperimentInfo,
     ExperimentSpec,
     ExperimentStatus,
+    PinnedBaseline,
     ProjectInfo,
     RecordAggregate,
     RecordInsert,
@@ -163,4 +164,18 @@ class Backend(Protocol):
 
     def count_rows(self, experiment_id: str) -> int:
         """How many rows (record x run) of an experiment are stored."""
+        ...
+
+    # Baselines ------------------------------------------------------------------------
+
+    def set_baseline(self, experiment_id: str) -> PinnedBaseline:
+        """Pin the experiment as the baseline of its project and dataset, replacing the
+        one pinned before. Raises ``ExperimentNotFoundError`` for an unknown id."""
+        ...
+
+    def list_baselines(
+        self, *, project_id: str | None = None, dataset_id: str | None = None
+    ) -> list[PinnedBaseline]:
+        """The pinned baselines (one per project and dataset), by project and dataset name;
+        with ``project_id`` or ``dataset_id``, only those."""
         ...

@@ -1,7 +1,7 @@
 """The plain values that cross the backend interface.
 
-Both backends (SQL now, HTTP later) take and return these and nothing else, so the SDK
-never sees a table, a row object or an HTTP response.
+Both backends (SQL and HTTP) take and return these and nothing else, so the SDK never sees
+a table, a row object or an HTTP response.
 """
 
 from __future__ import annotations
@@ -295,3 +295,18 @@ class ExperimentFilter:
     parent_experiment_ids: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedBaseline:
+    """The experiment pinned as the baseline of one project and dataset (``assay baseline
+    set``): what ``assay gate`` compares with when it is given no ``--baseline``."""
+
+    project_id: str
+    project_name: str
+    dataset_id: str
+    dataset_name: str
+    experiment_id: str
+    experiment_name: str
+    set_at: datetime
+    """When it was pinned (UTC)."""

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, UploadFile
 
 from assay.errors import DatasetError, DatasetNotFoundError, NotFoundError
+from assay.server.auth import Access, Caller
 from assay.server.dependencies import Store
 from assay.server.jsonapi import (
     JsonApiResponse,
@@ -86,17 +87,21 @@ def record_resource(record: StoredRecord, *, dataset_id: str, version: int) -> d
     )
 
 
-def _check_project(store: SqlBackend, project_id: str) -> None:
-    if get_project(store.engine, project_id) is None:
+def _check_project(store: SqlBackend, project_id: str, caller: Access) -> None:
+    if not caller.sees(project_id) or get_project(store.engine, project_id) is None:
         raise not_found(f"No project with id {project_id!r}", parameter="project_id")
 
 
-def _dataset(store: SqlBackend, dataset_id: str, project_id: str | None = None) -> DatasetInfo:
+def _dataset(
+    store: SqlBackend, dataset_id: str, caller: Access, project_id: str | None = None
+) -> DatasetInfo:
+    caller.check_dataset(store, dataset_id, parameter="dataset_id")
     try:
         info = store.get_dataset(dataset_id)
     except DatasetNotFoundError as error:
         raise not_found(str(error), parameter="dataset_id") from error
     if project_id is not None and info.project_id != project_id:
+        _check_project(store, project_id, caller)  # an unknown project is named as such
         raise not_found(
             f"Dataset {dataset_id!r} is not in project {project_id!r}", parameter="dataset_id"
         )
@@ -155,8 +160,12 @@ def _changed(ids: list[str], *, dataset_id: str, version: int) -> JsonApiRespons
 
 
 @router.post("/{project_id}/datasets", summary="Create a dataset, or get the one with this name")
-def create_dataset(project_id: str, body: DatasetBody, store: Store) -> JsonApiResponse:
+def create_dataset(
+    project_id: str, body: DatasetBody, store: Store, caller: Caller
+) -> JsonApiResponse:
     attributes = body.data.attributes
+    if not caller.sees(project_id):
+        raise not_found(f"No project with id {project_id!r}", parameter="project_id")
     try:
         info = store.create_dataset(project_id, attributes.name, attributes.description or "")
     except NotFoundError as error:
@@ -170,11 +179,12 @@ def create_dataset(project_id: str, body: DatasetBody, store: Store) -> JsonApiR
 def list_datasets(
     project_id: str,
     store: Store,
+    caller: Caller,
     name: Annotated[str | None, Query(alias="filter[name]")] = None,
     limit: Annotated[int, Query(alias="page[limit]", ge=1, le=5000)] = 100,
     cursor: Annotated[str | None, Query(alias="page[cursor]")] = None,
 ) -> JsonApiResponse:
-    _check_project(store, project_id)
+    _check_project(store, project_id, caller)
     if name is not None:
         found = store.find_dataset(project_id, name)
         infos = [found] if found is not None else []
@@ -187,13 +197,15 @@ def list_datasets(
 
 
 @router.get("/{project_id}/datasets/{dataset_id}", summary="Get a dataset")
-def get_dataset(project_id: str, dataset_id: str, store: Store) -> JsonApiResponse:
-    return document(dataset_resource(_dataset(store, dataset_id, project_id)))
+def get_dataset(project_id: str, dataset_id: str, store: Store, caller: Caller) -> JsonApiResponse:
+    return document(dataset_resource(_dataset(store, dataset_id, caller, project_id)))
 
 
 @router.get("/{project_id}/datasets/{dataset_id}/versions", summary="A dataset's versions")
-def dataset_versions(project_id: str, dataset_id: str, store: Store) -> JsonApiResponse:
-    _dataset(store, dataset_id, project_id)
+def dataset_versions(
+    project_id: str, dataset_id: str, store: Store, caller: Caller
+) -> JsonApiResponse:
+    _dataset(store, dataset_id, caller, project_id)
     return document(
         [
             resource(
@@ -211,10 +223,13 @@ def dataset_versions(project_id: str, dataset_id: str, store: Store) -> JsonApiR
     )
 
 
-def _delete(store: SqlBackend, ids: list[str], *, project_id: str | None) -> JsonApiResponse:
+def _delete(
+    store: SqlBackend, ids: list[str], *, caller: Access, project_id: str | None
+) -> JsonApiResponse:
     # Every id is checked before any is deleted: a bad id deletes nothing.
     for index, dataset_id in enumerate(ids):
         pointer = f"/data/attributes/dataset_ids/{index}"
+        caller.check_dataset(store, dataset_id, pointer=pointer)
         try:
             store.dataset_versions(dataset_id)  # finds deleted ones too: a no-op then
         except DatasetNotFoundError as error:
@@ -235,16 +250,17 @@ def _in_project(store: SqlBackend, dataset_id: str, project_id: str) -> bool:
 
 
 @router.post("/datasets/delete", summary="Soft-delete datasets")
-def delete_datasets(body: DeleteDatasetsBody, store: Store) -> JsonApiResponse:
-    return _delete(store, body.data.attributes.dataset_ids, project_id=None)
+def delete_datasets(body: DeleteDatasetsBody, store: Store, caller: Caller) -> JsonApiResponse:
+    return _delete(store, body.data.attributes.dataset_ids, caller=caller, project_id=None)
 
 
 @router.post("/{project_id}/datasets/delete", summary="Soft-delete datasets of a project")
 def delete_project_datasets(
-    project_id: str, body: DeleteDatasetsBody, store: Store
+    project_id: str, body: DeleteDatasetsBody, store: Store, caller: Caller
 ) -> JsonApiResponse:
-    _check_project(store, project_id)
-    return _delete(store, body.data.attributes.dataset_ids, project_id=project_id)
+    _check_project(store, project_id, caller)
+    ids = body.data.attributes.dataset_ids
+    return _delete(store, ids, caller=caller, project_id=project_id)
 
 
 # Records -----------------------------------------------------------------------------------
@@ -258,12 +274,13 @@ def list_records(
     project_id: str,
     dataset_id: str,
     store: Store,
+    caller: Caller,
     version: Annotated[int | None, Query(alias="filter[version]", ge=0)] = None,
     tags: Annotated[list[str], Query(alias="filter[tags]")] = [],  # noqa: B006 - FastAPI copies it
     limit: Annotated[int, Query(alias="page[limit]", ge=1, le=5000)] = 1000,
     cursor: Annotated[str | None, Query(alias="page[cursor]")] = None,
 ) -> JsonApiResponse:
-    info = _dataset(store, dataset_id, project_id)
+    info = _dataset(store, dataset_id, caller, project_id)
     state = decode_cursor(cursor, fields={"offset": int, "version": int})
     # A cursor keeps reading the version its first page read, whatever is pushed meanwhile.
     chosen = (
@@ -298,9 +315,9 @@ def list_records(
     summary="Insert, update and delete records in one change (what Dataset.push sends)",
 )
 def batch_update(
-    project_id: str, dataset_id: str, body: BatchUpdateBody, store: Store
+    project_id: str, dataset_id: str, body: BatchUpdateBody, store: Store, caller: Caller
 ) -> JsonApiResponse:
-    _dataset(store, dataset_id, project_id)
+    _dataset(store, dataset_id, caller, project_id)
     attributes = body.data.attributes
     inserts = [_insert(record) for record in attributes.insert_records or []]
     updates = [_update(record) for record in attributes.update_records or []]
@@ -318,9 +335,9 @@ def batch_update(
 
 @router.post("/{project_id}/datasets/{dataset_id}/records", summary="Append records")
 def append_records(
-    project_id: str, dataset_id: str, body: AppendRecordsBody, store: Store
+    project_id: str, dataset_id: str, body: AppendRecordsBody, store: Store, caller: Caller
 ) -> JsonApiResponse:
-    _dataset(store, dataset_id, project_id)
+    _dataset(store, dataset_id, caller, project_id)
     inserts = [_insert(record) for record in body.data.attributes.records]
     version = store.update_dataset_records(
         dataset_id, inserts=inserts, deduplicate=body.data.attributes.deduplicate
@@ -330,9 +347,9 @@ def append_records(
 
 @router.patch("/{project_id}/datasets/{dataset_id}/records", summary="Update records")
 def update_records(
-    project_id: str, dataset_id: str, body: UpdateRecordsBody, store: Store
+    project_id: str, dataset_id: str, body: UpdateRecordsBody, store: Store, caller: Caller
 ) -> JsonApiResponse:
-    _dataset(store, dataset_id, project_id)
+    _dataset(store, dataset_id, caller, project_id)
     updates = [_update(record) for record in body.data.attributes.records]
     version = store.update_dataset_records(dataset_id, updates=updates)
     return _changed([r.record_id for r in updates], dataset_id=dataset_id, version=version)
@@ -340,9 +357,9 @@ def update_records(
 
 @router.post("/{project_id}/datasets/{dataset_id}/records/delete", summary="Delete records")
 def delete_records(
-    project_id: str, dataset_id: str, body: DeleteRecordsBody, store: Store
+    project_id: str, dataset_id: str, body: DeleteRecordsBody, store: Store, caller: Caller
 ) -> JsonApiResponse:
-    _dataset(store, dataset_id, project_id)
+    _dataset(store, dataset_id, caller, project_id)
     version = store.update_dataset_records(dataset_id, deletes=body.data.attributes.record_ids)
     return document(resource("datasets", dataset_id, {"current_version": version}))
 
@@ -354,10 +371,11 @@ def delete_records(
 def upload_records(
     dataset_id: str,
     store: Store,
+    caller: Caller,
     file: Annotated[UploadFile, File(description="CSV; each cell of the first three is JSON")],
     deduplicate: Annotated[bool, Query()] = True,
 ) -> JsonApiResponse:
-    _dataset(store, dataset_id)
+    _dataset(store, dataset_id, caller)
     rows = _read_csv(file)
     existing = {record.record_id for record in store.dataset_records(dataset_id)}
     # ddtrace uploads the whole dataset: records it already has are updates, not inserts.

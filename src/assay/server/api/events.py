@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 
 from assay.errors import ExperimentNotFoundError
 from assay.server.api.experiments import experiment_or_404
+from assay.server.auth import Caller
 from assay.server.dependencies import Store
 from assay.server.jsonapi import (
     ApiError,
@@ -48,7 +49,10 @@ def ingest_error(error: IngestError, *, prefix: tuple[str | int, ...]) -> ApiErr
     status_code=202,
     summary="Post evaluation metrics (and spans) of an experiment",
 )
-def post_events(experiment_id: str, body: EventsBody, store: Store) -> JsonApiResponse:
+def post_events(
+    experiment_id: str, body: EventsBody, store: Store, caller: Caller
+) -> JsonApiResponse:
+    caller.check_experiment(store, experiment_id, parameter="experiment_id")
     attributes = body.data.attributes
     try:
         result = ingest_events(
@@ -183,13 +187,14 @@ RunFilter = Annotated[int | None, Query(alias="filter[run_iteration]", ge=1)]
 @router.get("/experiments/events", summary="An experiment's spans and metrics, by names")
 def events_by_name(
     store: Store,
+    caller: Caller,
     project_name: Annotated[str, Query(alias="filter[project_name]")],
     experiment_name: Annotated[str, Query(alias="filter[experiment_name]")],
     include_eval_metrics: IncludeMetrics = False,
     run: RunFilter = None,
 ) -> JsonApiResponse:
     project = store.find_project(project_name)
-    if project is None:
+    if project is None or not caller.sees(project.id):
         raise not_found(f"No project named {project_name!r}", parameter="filter[project_name]")
     found = store.list_experiments(
         ExperimentFilter(name=experiment_name, project_id=project.id, limit=1)
@@ -206,8 +211,9 @@ def events_by_name(
 def get_events(
     experiment_id: str,
     store: Store,
+    caller: Caller,
     include_eval_metrics: IncludeMetrics = False,
     run: RunFilter = None,
 ) -> JsonApiResponse:
-    info = experiment_or_404(store, experiment_id)
+    info = experiment_or_404(store, experiment_id, caller)
     return _events(store, info, with_metrics=include_eval_metrics, run=run)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 
 from assay.aggregation import EvaluationSummary, summarize
 from assay.errors import DatasetNotFoundError, ExperimentNotFoundError
+from assay.server.auth import Access, Caller
 from assay.server.dependencies import Store
 from assay.server.jsonapi import (
     JsonApiResponse,
@@ -67,7 +68,8 @@ def aggregate_data(store: SqlBackend, info: ExperimentInfo) -> dict[str, Evaluat
     return summarize(rows, [run.run_iteration for run in info.runs])
 
 
-def experiment_or_404(store: SqlBackend, experiment_id: str) -> ExperimentInfo:
+def experiment_or_404(store: SqlBackend, experiment_id: str, caller: Access) -> ExperimentInfo:
+    caller.check_experiment(store, experiment_id, parameter="experiment_id")
     try:
         return store.get_experiment(experiment_id)
     except ExperimentNotFoundError as error:
@@ -96,12 +98,12 @@ def _tags(metadata: dict[str, Any] | None) -> dict[str, str]:
 
 
 @router.post("/experiments", summary="Create an experiment with run_count runs")
-def create_experiment(body: ExperimentBody, store: Store) -> JsonApiResponse:
+def create_experiment(body: ExperimentBody, store: Store, caller: Caller) -> JsonApiResponse:
     attributes = body.data.attributes
-    if get_project(store.engine, attributes.project_id) is None:
-        raise not_found(
-            f"No project with id {attributes.project_id!r}", pointer=f"{_ATTRIBUTES}/project_id"
-        )
+    project_id = attributes.project_id
+    if not caller.sees(project_id) or get_project(store.engine, project_id) is None:
+        raise not_found(f"No project with id {project_id!r}", pointer=f"{_ATTRIBUTES}/project_id")
+    caller.check_dataset(store, attributes.dataset_id, pointer=f"{_ATTRIBUTES}/dataset_id")
     try:
         dataset = store.get_dataset(attributes.dataset_id)
     except DatasetNotFoundError as error:
@@ -117,6 +119,7 @@ def create_experiment(body: ExperimentBody, store: Store) -> JsonApiResponse:
         )
     parent = attributes.parent_experiment_id
     if parent is not None:
+        caller.check_experiment(store, parent, pointer=f"{_ATTRIBUTES}/parent_experiment_id")
         try:
             store.get_experiment(parent)
         except ExperimentNotFoundError as error:
@@ -145,9 +148,9 @@ def create_experiment(body: ExperimentBody, store: Store) -> JsonApiResponse:
 
 @router.patch("/experiments/{experiment_id}", summary="Set an experiment's status and error")
 def update_experiment(
-    experiment_id: str, body: ExperimentUpdateBody, store: Store
+    experiment_id: str, body: ExperimentUpdateBody, store: Store, caller: Caller
 ) -> JsonApiResponse:
-    info = experiment_or_404(store, experiment_id)
+    info = experiment_or_404(store, experiment_id, caller)
     attributes = body.data.attributes
     if attributes.status is not None or attributes.error is not None:
         store.set_experiment_status(
@@ -160,8 +163,8 @@ def update_experiment(
 
 
 @router.get("/experiments/{experiment_id}", summary="Get an experiment with its aggregates")
-def get_experiment(experiment_id: str, store: Store) -> JsonApiResponse:
-    info = experiment_or_404(store, experiment_id)
+def get_experiment(experiment_id: str, store: Store, caller: Caller) -> JsonApiResponse:
+    info = experiment_or_404(store, experiment_id, caller)
     return document(experiment_resource(info, aggregate_data=aggregate_data(store, info)))
 
 
@@ -193,6 +196,7 @@ def _metadata_filter(text: str | None) -> dict[str, str]:
 @router.get("/experiments", summary="List experiments, newest first, with aggregate_data")
 def list_experiments(
     store: Store,
+    caller: Caller,
     ids: Annotated[list[str], Query(alias="filter[id]")] = [],  # noqa: B006 - FastAPI copies it
     name: Annotated[str | None, Query(alias="filter[experiment]")] = None,
     project_id: Annotated[str | None, Query(alias="filter[project_id]")] = None,
@@ -214,6 +218,8 @@ def list_experiments(
     )
     # Experiments are never deleted here: asking for deleted ones finds none.
     found = [] if is_deleted else store.list_experiments(where)
+    if caller.limited:
+        found = [info for info in found if caller.sees(info.project_id)]
     if ids:
         wanted = set(ids)
         found = [info for info in found if info.id in wanted]

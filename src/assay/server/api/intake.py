@@ -3,8 +3,9 @@
 The body is a list of ``{"event_type": "span", "_dd.scope": "experiments", "spans":
 [...]}``. Spans are grouped by their ``experiment_id`` tag and stored by
 ``assay.store.sql.ingest`` in one transaction. Spans of no experiment (ordinary LLM
-Observability traces) and of experiments this server does not have are counted as
-``ignored``: Assay keeps experiments, not production traces.
+Observability traces) and of experiments this server does not have (or the caller's API
+key may not see) are counted as ``ignored``: Assay keeps experiments, not production
+traces.
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from assay.server.api.events import ingest_error
+from assay.server.auth import Caller
 from assay.server.dependencies import Store
 from assay.server.jsonapi import JsonApiResponse
 from assay.server.wire import IntakeEvent
 from assay.store.sql.ingest import EventBatch, IncomingSpan, IngestError, ingest_batches
 from assay.store.sql.ingest.model import tag_dict
-from assay.store.sql.lookups import existing_experiments
+from assay.store.sql.lookups import existing_experiments, experiment_projects
 
 router = APIRouter(tags=["span intake"])
 logger = logging.getLogger("assay.server")
 
 
 @router.post("/api/v2/llmobs", status_code=202, summary="Post spans (ddtrace's span writer)")
-def post_spans(events: Annotated[list[IntakeEvent], Body()], store: Store) -> JsonApiResponse:
+def post_spans(
+    events: Annotated[list[IntakeEvent], Body()], store: Store, caller: Caller
+) -> JsonApiResponse:
     groups: dict[str, list[tuple[int, int, IncomingSpan]]] = defaultdict(list)
     total = ignored = 0
     for event_index, event in enumerate(events):
@@ -39,7 +43,11 @@ def post_spans(events: Annotated[list[IntakeEvent], Body()], store: Store) -> Js
                 groups[experiment_id].append((event_index, span_index, span.incoming()))
             else:
                 ignored += 1
-    known = existing_experiments(store.engine, sorted(groups))
+    if caller.limited:
+        owners = experiment_projects(store.engine, sorted(groups))
+        known = {key for key, project_id in owners.items() if caller.sees(project_id)}
+    else:
+        known = existing_experiments(store.engine, sorted(groups))
     for experiment_id in sorted(set(groups) - known):
         logger.warning(
             "span intake: %d span(s) of unknown experiment %s ignored",

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy.exc import IntegrityError
 
+from assay.server.auth import Caller
 from assay.server.dependencies import Store
 from assay.server.jsonapi import JsonApiResponse, document, not_found, page_of, resource
 from assay.server.wire import ProjectBody
@@ -23,8 +24,10 @@ def project_resource(project: ProjectInfo) -> dict[str, object]:
 
 
 @router.post("/projects", summary="Create a project, or get the one with this name")
-def create_project(body: ProjectBody, store: Store) -> JsonApiResponse:
+def create_project(body: ProjectBody, store: Store, caller: Caller) -> JsonApiResponse:
     attributes = body.data.attributes
+    if not caller.may_create(attributes.name):
+        raise caller.forbidden_project(attributes.name)
     try:
         project = store.ensure_project(attributes.name, attributes.description or "")
     except IntegrityError:
@@ -39,12 +42,13 @@ def create_project(body: ProjectBody, store: Store) -> JsonApiResponse:
 @router.get("/projects", summary="List projects")
 def list_all_projects(
     store: Store,
+    caller: Caller,
     ids: Annotated[list[str], Query(alias="filter[id]")] = [],  # noqa: B006 - FastAPI copies it
     names: Annotated[list[str], Query(alias="filter[name]")] = [],  # noqa: B006
     limit: Annotated[int, Query(alias="page[limit]", ge=1, le=5000)] = 100,
     cursor: Annotated[str | None, Query(alias="page[cursor]")] = None,
 ) -> JsonApiResponse:
-    found = list_projects(store.engine, ids=ids, names=names)
+    found = [p for p in list_projects(store.engine, ids=ids, names=names) if caller.sees(p.id)]
     page, after = page_of(found, cursor=cursor, limit=limit)
     return document(
         [project_resource(project) for project in page], meta={"after": after} if after else None
@@ -52,8 +56,8 @@ def list_all_projects(
 
 
 @router.get("/projects/{project_id}", summary="Get a project")
-def get_one_project(project_id: str, store: Store) -> JsonApiResponse:
+def get_one_project(project_id: str, store: Store, caller: Caller) -> JsonApiResponse:
     project = get_project(store.engine, project_id)
-    if project is None:
+    if project is None or not caller.sees(project.id):
         raise not_found(f"No project with id {project_id!r}", parameter="project_id")
     return document(project_resource(project))

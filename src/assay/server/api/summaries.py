@@ -15,8 +15,10 @@ from fastapi import APIRouter, Query
 from assay.aggregation import summarize, summarize_records, summarize_summary_evaluations
 from assay.errors import QueryError
 from assay.server.api.experiments import experiment_or_404
+from assay.server.auth import Caller
 from assay.server.dependencies import Store
 from assay.server.jsonapi import JsonApiResponse, bad_parameter, document, page_of, resource
+from assay.server.wire import INT64
 from assay.store.records import ExperimentInfo
 from assay.trace_metrics import summarize_trace_metrics
 
@@ -37,8 +39,10 @@ def _iterations(info: ExperimentInfo, run: int | None) -> list[int]:
 
 
 @router.get("/experiments/{experiment_id}/summary", summary="An experiment's aggregates")
-def experiment_summary(experiment_id: str, store: Store, run: RunFilter = None) -> JsonApiResponse:
-    info = experiment_or_404(store, experiment_id)
+def experiment_summary(
+    experiment_id: str, store: Store, caller: Caller, run: RunFilter = None
+) -> JsonApiResponse:
+    info = experiment_or_404(store, experiment_id, caller)
     iterations = _iterations(info, run)
     rows = store.experiment_rows(info.id, run_iteration=run)
     attributes = {
@@ -64,11 +68,12 @@ def experiment_summary(experiment_id: str, store: Store, run: RunFilter = None) 
 def record_summaries(
     experiment_id: str,
     store: Store,
+    caller: Caller,
     run: RunFilter = None,
     limit: Annotated[int, Query(alias="page[limit]", ge=1, le=5000)] = 1000,
     cursor: Annotated[str | None, Query(alias="page[cursor]")] = None,
 ) -> JsonApiResponse:
-    info = experiment_or_404(store, experiment_id)
+    info = experiment_or_404(store, experiment_id, caller)
     iterations = _iterations(info, run)
     summaries = summarize_records(store.experiment_rows(info.id, run_iteration=run), iterations)
     page, after = page_of(summaries, cursor=cursor, limit=limit)
@@ -92,10 +97,11 @@ def record_summaries(
 def search_records(
     experiment_id: str,
     store: Store,
+    caller: Caller,
     query: Annotated[str, Query(alias="filter[query]")] = "",
     run: RunFilter = None,
     limit: Annotated[int, Query(alias="page[limit]", ge=0, le=5000)] = 50,
-    offset: Annotated[int, Query(alias="page[offset]", ge=0)] = 0,
+    offset: Annotated[int, Query(alias="page[offset]", ge=0, le=INT64)] = 0,
     sort: Annotated[str | None, Query()] = None,
 ) -> JsonApiResponse:
     """The query language of the experiment's records view: one page, with the total.
@@ -104,7 +110,8 @@ def search_records(
     (a query with ``@multi_run_`` terms) are ``search_records`` identified by record id.
     ``meta`` carries ``total`` ("8 of 127": ``total`` of ``of``) and the query in words.
     """
-    info = experiment_or_404(store, experiment_id)
+    info = experiment_or_404(store, experiment_id, caller)
+    _iterations(info, run)
     try:
         page = store.search(info.id, query, run=run, limit=limit, offset=offset, sort=sort)
     except QueryError as error:

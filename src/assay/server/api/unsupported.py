@@ -37,5 +37,10 @@ def _answer(what: str) -> Callable[[Request], JsonApiResponse]:
 
 for _method, _path, _what in _UNSUPPORTED:
     router.add_api_route(
-        _path, _answer(_what), methods=[_method], summary=f"{_what}: not supported"
+        _path,
+        _answer(_what),
+        methods=[_method],
+        summary=f"{_what}: not supported",
+        status_code=501,
+        response_description="Not implemented: Assay does not support this route",
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from assay.errors import ExperimentNotFoundError
 from assay.store.records import (
@@ -21,6 +22,7 @@ from assay.store.records import (
     ExperimentInfo,
     ExperimentSpec,
     ExperimentStatus,
+    PinnedBaseline,
     ProjectInfo,
     RecordAggregate,
     RecordInsert,
@@ -33,7 +35,9 @@ from assay.store.records import (
     SummaryEvaluationRecord,
     TraceRollup,
 )
+from assay.store.sql import baselines as baseline_store
 from assay.store.sql import datasets as dataset_store
+from assay.store.sql import keys
 from assay.store.sql.aggregates import (
     aggregates_are_fresh,
     count_written,
@@ -41,6 +45,7 @@ from assay.store.sql.aggregates import (
 )
 from assay.store.sql.bulk import bulk_insert, encode_json
 from assay.store.sql.engine import migrate, open_engine
+from assay.store.sql.keys import ApiKeyInfo
 from assay.store.sql.search import search as search_experiment
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import (
@@ -194,12 +199,20 @@ class SqlBackend:
         if found is not None:
             return found
         project_id = str(uuid.uuid4())
-        with self.engine.begin() as connection:
-            connection.execute(
-                insert(projects).values(
-                    id=project_id, name=name, description=description, created_at=_now()
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(projects).values(
+                        id=project_id, name=name, description=description, created_at=_now()
+                    )
                 )
-            )
+        except IntegrityError:
+            # Another writer (a process, or a request of `assay serve`) created the name
+            # between our look-up and our insert: create-or-get means theirs is the answer.
+            raced = self.find_project(name)
+            if raced is None:
+                raise
+            return raced
         return ProjectInfo(id=project_id, name=name, description=description)
 
     def find_project(self, name: str) -> ProjectInfo | None:
@@ -600,6 +613,12 @@ class SqlBackend:
         with self.engine.begin() as connection:
             if only_if_stale and aggregates_are_fresh(connection, experiment_id):
                 return
+            known = select(experiments.c.id).where(experiments.c.id == experiment_id)
+            if connection.execute(known).first() is None:
+                # Else the rebuild's insert would fail on the foreign key, obscurely.
+                raise ExperimentNotFoundError(
+                    f"No experiment with id {experiment_id!r}; `assay experiments list` shows them"
+                )
             refresh_record_aggregates(connection, experiment_id)
 
     def record_aggregates(self, experiment_id: str) -> list[RecordAggregate]:
@@ -650,3 +669,36 @@ class SqlBackend:
                 .where(spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None))
             ).scalar_one()
         return int(count)
+
+    # Baselines (see assay.store.sql.baselines) ------------------------------------------
+
+    def set_baseline(self, experiment_id: str) -> PinnedBaseline:
+        return baseline_store.set_baseline(self.engine, experiment_id)
+
+    def list_baselines(
+        self, *, project_id: str | None = None, dataset_id: str | None = None
+    ) -> list[PinnedBaseline]:
+        return baseline_store.list_baselines(
+            self.engine, project_id=project_id, dataset_id=dataset_id
+        )
+
+    # API keys (of `assay serve`; see assay.store.sql.keys) -------------------------------
+
+    def create_api_key(
+        self, name: str, *, projects: Sequence[str] | None = None
+    ) -> tuple[ApiKeyInfo, str]:
+        """A new key: its stored info and the key itself, which is not stored."""
+        return keys.create_api_key(self.engine, name, projects=projects)
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        return keys.list_api_keys(self.engine)
+
+    def revoke_api_key(self, reference: str) -> tuple[ApiKeyInfo, bool]:
+        """Revoke a key by name or id; also says whether it was live until now."""
+        return keys.revoke_api_key(self.engine, reference)
+
+    def find_api_key(self, key: str) -> ApiKeyInfo | None:
+        return keys.find_api_key(self.engine, key)
+
+    def record_api_key_use(self, key_id: str, when: datetime) -> None:
+        keys.record_api_key_use(self.engine, key_id, when)

@@ -313,6 +313,21 @@ def dataset_records(
     ]
 
 
+def record_order(connection: Connection, dataset_id: str, version: int) -> list[str]:
+    """The ids of one version's records in their order; none for an unknown dataset.
+
+    Takes the caller's connection: HTTP ingestion asks while it holds one, and a second
+    checkout per request would let 16 concurrent requests exhaust the pool and wait on
+    each other until the pool times out.
+    """
+    query = (
+        select(record_table.c.record_id)
+        .where(record_table.c.dataset_id == dataset_id, _visible_at(version))
+        .order_by(record_table.c.position, record_table.c.pk)
+    )
+    return list(connection.execute(query).scalars())
+
+
 def dataset_versions(engine: Engine, dataset_id: str) -> list[DatasetVersionInfo]:
     """Every version of a dataset, oldest first, with its record count."""
     records = record_table.alias("records")
@@ -465,7 +480,7 @@ def _plan(
     where = f"in dataset {dataset.name!r} (current version {dataset.current_version})"
     plan = _Plan()
 
-    deleted_ids = list(dict.fromkeys(deletes))
+    deleted_ids = list(dict.fromkeys(_check_record_id(record_id) for record_id in deletes))
     missing = [record_id for record_id in deleted_ids if record_id not in live]
     if missing:
         raise DatasetError(
@@ -477,7 +492,7 @@ def _plan(
 
     # A record both updated and deleted in one delta is deleted: the client drops
     # pending updates of a record it deletes, and so does the store.
-    kept_updates = [one for one in updates if one.record_id not in deleted]
+    kept_updates = [one for one in updates if _check_record_id(one.record_id) not in deleted]
     missing = list(dict.fromkeys(u.record_id for u in kept_updates if u.record_id not in live))
     if missing:
         raise DatasetError(

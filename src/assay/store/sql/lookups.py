@@ -1,8 +1,9 @@
 """Look-ups the server needs and the ``Backend`` interface does not have (yet).
 
 Projects by id and the list of all projects (``GET .../projects``, the project of a
-dataset URL), and which experiments exist (the span intake). Kept here so that column
-names stay in the store package.
+dataset URL), which experiments exist (the span intake), and the projects of datasets and
+experiments (what an API key may see). Kept here so that column names stay in the store
+package.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, select
 
 from assay.store.records import ProjectInfo
-from assay.store.sql.tables import experiments, projects
+from assay.store.sql.tables import datasets, experiments, projects
 
 
 def list_projects(
@@ -49,3 +50,23 @@ def existing_experiments(engine: Engine, ids: Sequence[str]) -> set[str]:
                 select(experiments.c.id).where(experiments.c.id.in_(list(ids)))
             ).scalars()
         )
+
+
+def experiment_projects(engine: Engine, ids: Sequence[str]) -> dict[str, str]:
+    """The project id of each of these experiments that exists (what an API key may see)."""
+    if not ids:
+        return {}
+    query = select(experiments.c.id, experiments.c.project_id).where(
+        experiments.c.id.in_(list(ids))
+    )
+    with engine.connect() as connection:
+        return {row.id: row.project_id for row in connection.execute(query)}
+
+
+def dataset_projects(engine: Engine, ids: Sequence[str]) -> dict[str, str]:
+    """The project id of each of these datasets that exists, deleted ones included."""
+    if not ids:
+        return {}
+    query = select(datasets.c.id, datasets.c.project_id).where(datasets.c.id.in_(list(ids)))
+    with engine.connect() as connection:
+        return {row.id: row.project_id for row in connection.execute(query)}

@@ -244,6 +244,9 @@ summary_evaluations = Table(
 # Per record and facet, the across-run aggregate that `@multi_run_avg` / `@multi_run_mode`
 # queries select on, so that they read one row per record instead of every run's rows.
 # Rebuilt by `aggregates.refresh_record_aggregates` when a query finds it stale.
+MODE_INDEX_LENGTH = 200
+"""Modes up to this many characters are in the mode index (see ``ix_record_aggregates_mode``)."""
+
 record_aggregates = Table(
     "record_aggregates",
     metadata,
@@ -255,7 +258,20 @@ record_aggregates = Table(
     Column("errors", Integer, nullable=False),
     Column("mean", Float, nullable=True),
     Column("mode", Text, nullable=True),
-    Index("ix_record_aggregates_mean", "experiment_id", "facet", "mean"),
+    # Covering indexes for multi-run search, whose leaves are sets of (idx, record_id):
+    # one range of an index each, in page order within one value (see search_compile).
+    Index("ix_record_aggregates_mean", "experiment_id", "facet", "mean", "idx", "record_id"),
+    Index(
+        "ix_record_aggregates_mode",
+        "experiment_id",
+        "facet",
+        "mode",
+        "idx",
+        "record_id",
+        # PostgreSQL refuses index entries over about 2.7 kB: long labels stay out.
+        sqlite_where=text(f"length(mode) <= {MODE_INDEX_LENGTH}"),
+        postgresql_where=text(f"length(mode) <= {MODE_INDEX_LENGTH}"),
+    ),
     Index("ix_record_aggregates_record", "experiment_id", "record_id"),
 )
 
@@ -267,6 +283,8 @@ aggregate_state = Table(
     # store holds more, the aggregates are stale.
     Column("rows", Integer, nullable=False),
     Column("evaluations", Integer, nullable=False),
+    # How many records the rebuild found: the "of M" of a multi-run search.
+    Column("records", Integer, nullable=False, server_default="0"),
 )
 
 # Looked up by the HTTP ingestion (`store.sql.ingest`): a metric names its span by id, and a
@@ -346,4 +364,39 @@ experiment_facets = Table(
     Column("kind", String(16), primary_key=True),
     Column("name", String(200), primary_key=True),
     Column("metric_type", String(16), nullable=True),
+)
+
+# Keys of `assay serve`. Only the SHA-256 hash of a key is kept, so a leaked store gives
+# away no key; ``prefix`` (the key's first characters) lets people tell keys apart.
+# ``projects`` lists the project names a key may use, or is NULL for every project.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("projects", JSON(none_as_null=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # A revoked key keeps its row (and its name, for the record); live names are unique.
+    Index(
+        "uq_api_keys_live_name",
+        "name",
+        unique=True,
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
+)
+
+# The experiment pinned as the baseline of a project and dataset (`assay baseline set`),
+# one per pair: what `assay gate` compares a candidate with when it is given no baseline.
+baselines = Table(
+    "baselines",
+    metadata,
+    Column("project_id", String(36), ForeignKey("projects.id"), primary_key=True),
+    Column("dataset_id", String(36), ForeignKey("datasets.id"), primary_key=True),
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False),
 )

@@ -106,8 +106,12 @@ def ingest_events(
 
 def ingest_batches(engine: Engine, batches: Mapping[str, EventBatch]) -> dict[str, IngestResult]:
     """Batches of several experiments (one span intake request) in one transaction."""
+    # Each plan's write ends by updating its experiment's row (the counters), which
+    # PostgreSQL locks until the commit. Two requests that lock two experiments in
+    # opposite orders deadlock, so every transaction takes them in id order.
+    ordered = sorted(batches.items())
     with engine.connect() as connection:
-        plans = [plan_batch(connection, engine, key, batch) for key, batch in batches.items()]
+        plans = [plan_batch(connection, key, batch) for key, batch in ordered]
     results = in_transaction(engine, functools.partial(_write_all, plans=plans))
     for plan in plans:
         _follow_up(engine, plan, results[plan.experiment.id])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, null, select, update
+from sqlalchemy import JSON, Connection, Text, cast, null, select, update
 
 from assay.store.sql.aggregates import count_written
 from assay.store.sql.backend import EVALUATION_COLUMNS
@@ -20,14 +20,21 @@ from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
 from assay.store.sql.ingest.write import chunks, stored_roots
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import posted_evaluations, spans
-from assay.store.sql.values import (
-    EVALUATION_VALUE_COLUMNS,
-    evaluation_from_columns,
-    evaluation_values,
-)
+from assay.store.sql.values import EVALUATION_VALUE_COLUMNS
 
 # What a moved metric no longer needs in the ledger: everything but label, type, time.
 _CLEARED = {name: null() for name in EVALUATION_VALUE_COLUMNS[2:-1]}
+
+
+def _as_stored(name: str) -> Any:
+    """A ledger value column as the bulk insert takes it: JSON columns as their text."""
+    column = posted_evaluations.c[name]
+    return cast(column, Text).label(name) if isinstance(column.type, JSON) else column
+
+
+# The ledger's values in EVALUATION_VALUE_COLUMNS order, copied to ``evaluations`` as they
+# are: decoding their JSON only to encode it again was much of the cost of moving them.
+_STORED_VALUES = [_as_stored(name) for name in EVALUATION_VALUE_COLUMNS]
 
 
 def adopt_pending(
@@ -38,38 +45,40 @@ def adopt_pending(
     Each is claimed first (``pending`` true to false in one statement), so two callers
     never move one twice. Returns the (span_id, label) of each metric moved.
     """
+    # The stored spans first: after a metrics post, whose spans are seldom stored yet,
+    # that one look-up is all. Each look-up names its keys outright; an INSERT ... SELECT
+    # joined to the spans would leave its plan to PostgreSQL's statistics, which lag
+    # behind tables that are filling up, and a bad plan reads every span of the store.
+    roots = stored_roots(connection, experiment_id, span_ids)
     waiting: list[Any] = []
-    for chunk in chunks(sorted(set(span_ids))):
+    for chunk in chunks(sorted(roots)):
         waiting.extend(
             connection.execute(
-                select(posted_evaluations).where(
+                select(
+                    posted_evaluations.c.pk, posted_evaluations.c.span_id, *_STORED_VALUES
+                ).where(
                     posted_evaluations.c.experiment_id == experiment_id,
                     posted_evaluations.c.span_id.in_(chunk),
                     posted_evaluations.c.pending.is_(True),
                 )
             ).all()
         )
-    if not waiting:
-        return set()
-    roots = stored_roots(connection, experiment_id, [row.span_id for row in waiting])
-    ready = [row for row in waiting if row.span_id in roots]
     claimed: set[int] = set()
-    for chunk in chunks([row.pk for row in ready]):
+    for pks in chunks([row.pk for row in waiting]):
         claimed.update(
             connection.execute(
                 update(posted_evaluations)
-                .where(posted_evaluations.c.pk.in_(chunk), posted_evaluations.c.pending.is_(True))
+                .where(posted_evaluations.c.pk.in_(pks), posted_evaluations.c.pending.is_(True))
                 .values(pending=False, **_CLEARED)
                 .returning(posted_evaluations.c.pk)
             ).scalars()
         )
     rows = []
     moved = set()
-    for row in ready:
+    for row in waiting:
         if row.pk in claimed:
             span = roots[row.span_id]
-            values = evaluation_values(evaluation_from_columns(row))
-            rows.append((experiment_id, span.run_iteration, span.record_id, row.span_id, *values))
+            rows.append((experiment_id, span.run_iteration, span.record_id, *row[1:]))
             moved.add((row.span_id, row.label))
     bulk_insert(connection, evaluation_table, EVALUATION_COLUMNS).execute(connection, rows)
     if rows:

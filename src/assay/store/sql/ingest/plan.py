@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from assay import pricing
-from assay.errors import DatasetError, ExperimentNotFoundError
+from assay.errors import ExperimentNotFoundError
 from assay.store.records import ErrorInfo
 from assay.store.sql import datasets as dataset_store
 from assay.store.sql.bulk import encode_json
@@ -66,18 +66,16 @@ class Plan:
     """(span_id, label) of the metrics the write left pending."""
 
 
-def plan_batch(
-    connection: Connection, engine: Engine, experiment_id: str, batch: EventBatch
-) -> Plan:
+def plan_batch(connection: Connection, experiment_id: str, batch: EventBatch) -> Plan:
     """Check one experiment's batch; raises ``IngestError`` or ``ExperimentNotFoundError``."""
     try:
-        return _checked(connection, engine, experiment_id, batch)
+        return _checked(connection, experiment_id, batch)
     except IngestError as error:
         error.experiment_id = experiment_id
         raise
 
 
-def _checked(connection: Connection, engine: Engine, experiment_id: str, batch: EventBatch) -> Plan:
+def _checked(connection: Connection, experiment_id: str, batch: EventBatch) -> Plan:
     row = connection.execute(
         select(
             experiments.c.id,
@@ -92,7 +90,7 @@ def _checked(connection: Connection, engine: Engine, experiment_id: str, batch: 
     event_tags = tag_dict(batch.tags)
     event_run = _run_iteration(event_tags, plan.experiment, collection="tags", index=None)
     _note_run_id(plan, event_run, event_tags)
-    positions = _RecordPositions(engine, plan.experiment)
+    positions = _RecordPositions(connection, plan.experiment)
     seen: set[str] = set()
     for index, span in enumerate(batch.spans):
         if span.span_id not in seen:  # a span twice in one batch: the first one counts
@@ -226,18 +224,16 @@ class _RecordPositions:
     _cache: ClassVar[dict[tuple[str, str, int], dict[str, int]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, engine: Engine, experiment: ExperimentRef) -> None:
-        self.engine = engine
-        self.key = (str(engine.url), experiment.dataset_id, experiment.dataset_version)
+    def __init__(self, connection: Connection, experiment: ExperimentRef) -> None:
+        self.connection = connection
+        url = str(connection.engine.url)
+        self.key = (url, experiment.dataset_id, experiment.dataset_version)
         self.positions: dict[str, int] | None = None
         self.reloaded = False
 
     def _load(self) -> dict[str, int]:
-        try:
-            records = dataset_store.dataset_records(self.engine, self.key[1], version=self.key[2])
-        except DatasetError:
-            records = []
-        positions = {record.record_id: n for n, record in enumerate(records)}
+        order = dataset_store.record_order(self.connection, self.key[1], self.key[2])
+        positions = {record_id: n for n, record_id in enumerate(order)}
         with self._lock:
             if len(self._cache) > 64:
                 self._cache.clear()

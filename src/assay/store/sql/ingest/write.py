@@ -124,13 +124,19 @@ def _write_spans(connection: Connection, plan: Plan, result: IngestResult) -> in
     # A root is also one (run, record) row: another span for a row already stored is a
     # re-post of that row under a new id (a client that retried the whole record).
     taken: set[tuple[int, str]] = set()
-    for chunk in chunks(sorted({key.record_id for key in plan.span_keys if key.is_root})):
+    root_keys = [key for key in plan.span_keys if key.is_root]
+    # The runs as well as the records: with the records alone the unique index (experiment,
+    # run, record) cannot serve the look-up, which then reads every row of the experiment
+    # and makes each post slower than the one before.
+    root_runs = sorted({key.run_iteration for key in root_keys})
+    for chunk in chunks(sorted({key.record_id for key in root_keys})):
         taken.update(
             (row.run_iteration, row.record_id)
             for row in connection.execute(
                 select(spans.c.run_iteration, spans.c.record_id).where(
                     spans.c.experiment_id == experiment_id,
                     spans.c.parent_id.is_(None),
+                    spans.c.run_iteration.in_(root_runs),
                     spans.c.record_id.in_(chunk),
                 )
             )

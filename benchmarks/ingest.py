@@ -1,0 +1,364 @@
+"""Ingestion over HTTP against the SDK writing the same rows straight to the store.
+
+Workload (issue 5): 2,000 records x 5 runs x 3 evaluators = 30,000 evaluation metrics.
+Over HTTP, 8 concurrent clients post them to one `assay serve` process (a subprocess, on a
+loopback port) as ddtrace 4.16 does: it posts the pending metrics of a run once it holds
+at least `jobs` of them (with jobs=16 and 3 evaluators, every 6 records), then flushes its
+span writer, so each batch of 6 records is one events post of 18 metrics followed by one
+span intake post of their 6 task spans (the metrics arrive first and wait for their
+spans). Directly, the SDK's writer (`ResultWriter` into `SqlBackend.write_rows`, batches
+of up to 2,000 rows) writes the same rows, spans and evaluations in the same run.
+
+Prints the evaluation metrics per second of each and their ratio; the target is HTTP at
+least 25% of the direct rate. Request bodies are encoded before the clock starts, so the
+clients' own JSON work does not count against the server.
+
+    python benchmarks/ingest.py [--records 2000] [--runs 5] [--clients 8]
+        [--records-per-post 6] [--repeat 3] [--database-url URL]
+
+Without `--database-url` the store is a SQLite file in a temporary folder; with a
+PostgreSQL URL (`postgresql+psycopg://postgres@127.0.0.1:5432/bench`) the benchmark's
+project, dataset and experiments are left in that database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+API = "/api/unstable/llm-obs/v1"
+TRACER_VERSION = "4.16.0"
+LABELS = (("exact_match", "boolean"), ("length", "score"), ("label", "categorical"))
+
+
+def record_input(index: int) -> dict[str, Any]:
+    return {"question": f"question number {index}"}
+
+
+def evaluations_of(index: int, run: int) -> list[tuple[str, Any, Any]]:
+    """(label, metric type, value) of the three evaluators, for one row."""
+    output = f"QUESTION NUMBER {index}"
+    values = (index % 3 != run % 3, float(len(output)), "long" if index % 2 else "short")
+    return [(label, kind, value) for (label, kind), value in zip(LABELS, values, strict=True)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# The direct path ---------------------------------------------------------------------------
+
+
+def direct_rows(
+    experiment_id: str, record_ids: list[str], runs: int, run_ids: dict[int, str]
+) -> list[Any]:
+    from assay.store.records import EvaluationRecord, RowRecord
+
+    now_ms = int(time.time() * 1000)
+    rows = []
+    for run in range(1, runs + 1):
+        for index, record_id in enumerate(record_ids):
+            rows.append(
+                RowRecord(
+                    experiment_id=experiment_id,
+                    run_iteration=run,
+                    record_id=record_id,
+                    idx=index,
+                    span_id=str(uuid.uuid4().int >> 65),
+                    trace_id=uuid.uuid4().hex,
+                    span_name="task",
+                    start_ns=time.time_ns(),
+                    duration_ns=1_000_000,
+                    input_data=record_input(index),
+                    output=f"QUESTION NUMBER {index}",
+                    expected_output=f"QUESTION NUMBER {index}",
+                    record_metadata={"n": index},
+                    tags=[f"run_id:{run_ids[run]}", f"run_iteration:{run}"],
+                    error=None,
+                    retries=0,
+                    evaluations=[
+                        EvaluationRecord(label, kind, value, timestamp_ms=now_ms)
+                        for label, kind, value in evaluations_of(index, run)
+                    ],
+                )
+            )
+    return rows
+
+
+def direct(backend: Any, dataset: Any, runs: int, n: int) -> tuple[float, str]:
+    """The SDK's own writer, as `Experiment.run` uses it; returns (seconds, experiment id)."""
+    from assay.execution.writer import ResultWriter
+    from assay.store.records import ExperimentSpec, RunInfo
+
+    run_ids = {run: str(uuid.uuid4()) for run in range(1, runs + 1)}
+    spec = ExperimentSpec(
+        project_id=dataset.project_id,
+        dataset_id=dataset.id,
+        dataset_version=dataset.current_version,
+        name=f"direct-{n}",
+        run_count=runs,
+    )
+    runs_info = [RunInfo(run_id, run) for run, run_id in run_ids.items()]
+    experiment = backend.create_experiment(spec, runs=runs_info)
+    record_ids = [record.record_id for record in backend.dataset_records(dataset.id)]
+    rows = direct_rows(experiment.id, record_ids, runs, run_ids)
+    started = time.perf_counter()
+    writer = ResultWriter(backend, experiment.id)
+    for row in rows:
+        writer.put(row)
+    writer.close()
+    return time.perf_counter() - started, experiment.id
+
+
+# The HTTP path -----------------------------------------------------------------------------
+
+
+def posts(
+    experiment_id: str, record_ids: list[str], runs: int, per_post: int
+) -> list[tuple[bytes, bytes]]:
+    """(events body, span intake body) for each batch of ``per_post`` records of each run."""
+    bodies = []
+    for run in range(1, runs + 1):
+        run_id = str(uuid.uuid4())
+        tags = [f"experiment_id:{experiment_id}", f"run_id:{run_id}", f"run_iteration:{run}"]
+        for start in range(0, len(record_ids), per_post):
+            metrics, events = [], []
+            for index in range(start, min(start + per_post, len(record_ids))):
+                span_id, trace_id = str(uuid.uuid4().int >> 65), uuid.uuid4().hex
+                start_ns = time.time_ns()
+                for label, kind, value in evaluations_of(index, run):
+                    metrics.append(
+                        {
+                            "metric_source": "custom",
+                            "span_id": span_id,
+                            "trace_id": trace_id,
+                            "timestamp_ms": start_ns // 1_000_000,
+                            "metric_type": kind,
+                            "label": label,
+                            f"{kind}_value": value,
+                            "error": None,
+                            "tags": [],
+                            "experiment_id": experiment_id,
+                            "status": "OK",
+                        }
+                    )
+                span = {
+                    "span_id": span_id,
+                    "trace_id": trace_id,
+                    "parent_id": "undefined",
+                    "name": "task",
+                    "start_ns": start_ns,
+                    "duration": 1_000_000,
+                    "status": "ok",
+                    "meta": {
+                        "span.kind": "experiment",
+                        "input": record_input(index),
+                        "output": f"QUESTION NUMBER {index}",
+                        "expected_output": f"QUESTION NUMBER {index}",
+                        "metadata": {"n": index},
+                    },
+                    "metrics": {},
+                    "tags": sorted([*tags, f"dataset_record_id:{record_ids[index]}"]),
+                }
+                events.append(
+                    {
+                        "_dd.stage": "raw",
+                        "_dd.tracer_version": TRACER_VERSION,
+                        "event_type": "span",
+                        "_dd.scope": "experiments",
+                        "spans": [span],
+                    }
+                )
+            attributes = {"scope": "experiments", "metrics": metrics, "tags": tags}
+            body = {"data": {"type": "experiments", "attributes": attributes}}
+            bodies.append((json.dumps(body).encode(), json.dumps(events).encode()))
+    return bodies
+
+
+def over_http(
+    url: str, dataset: Any, runs: int, clients: int, per_post: int, n: int
+) -> tuple[float, str]:
+    """``clients`` threads post one experiment's batches; returns (seconds, experiment id)."""
+    with httpx.Client(base_url=url, timeout=120) as client:
+        attributes = {
+            "name": f"http-{n}",
+            "project_id": dataset.project_id,
+            "dataset_id": dataset.id,
+            "run_count": runs,
+            "ensure_unique": True,
+        }
+        response = client.post(f"{API}/experiments", json={"data": {"attributes": attributes}})
+        response.raise_for_status()
+        experiment_id: str = response.json()["data"]["id"]
+        path = f"/api/v2/llm-obs/v1/{dataset.project_id}/datasets/{dataset.id}/records"
+        record_ids: list[str] = []
+        cursor: str | None = None
+        while True:  # the records in their order, as ddtrace pulls the dataset
+            params = {"page[limit]": "5000", **({"page[cursor]": cursor} if cursor else {})}
+            page = client.get(path, params=params).json()
+            record_ids += [item["id"] for item in page["data"]]
+            cursor = (page.get("meta") or {}).get("after")
+            if not cursor:
+                break
+    work = posts(experiment_id, record_ids, runs, per_post)
+    shares = [work[k::clients] for k in range(clients)]
+    failures: list[str] = []
+    start = threading.Barrier(clients + 1)
+    headers = {"Content-Type": "application/json"}
+
+    def client_thread(share: list[tuple[bytes, bytes]]) -> None:
+        with httpx.Client(base_url=url, timeout=120, headers=headers) as http:
+            start.wait()
+            for events_body, spans_body in share:
+                for path, body in (
+                    (f"{API}/experiments/{experiment_id}/events", events_body),
+                    ("/api/v2/llmobs", spans_body),
+                ):
+                    response = http.post(path, content=body)
+                    if response.status_code >= 300:
+                        failures.append(f"{path}: {response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client_thread, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{len(failures)} post(s) failed, first: {failures[0]}")
+    return elapsed, experiment_id
+
+
+def start_server(database_url: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`assay serve` in a subprocess: one server process, as users run it."""
+    port = free_port()
+    command = ["serve", "--port", str(port), "--database-url", database_url]
+    with open(folder / "serve.log", "wb") as log:  # the server logs a line per request
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assay", *command], stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"assay serve exited: see {folder / 'serve.log'}")
+        try:
+            if httpx.get(f"{url}/api/v2/llm-obs/v1/projects", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("assay serve did not start within 60 s")
+
+
+def check(backend: Any, experiment_id: str, rows: int, metrics: int) -> None:
+    """Every row and metric is stored, none is left waiting for its span."""
+    stored = backend.experiment_rows(experiment_id)
+    found = (len(stored), sum(len(row.evaluations) for row in stored))
+    if found != (rows, metrics):
+        raise SystemExit(f"experiment {experiment_id}: stored {found}, expected {(rows, metrics)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--records-per-post",
+        type=int,
+        default=6,
+        help="records per events post and per span intake post (ddtrace with jobs=16)",
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--database-url", help="a PostgreSQL database to use (default SQLite)")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        os.environ["ASSAY_HOME"] = name
+        os.environ["ASSAY_PROGRESS"] = "0"
+        from assay.store.records import RecordInsert
+        from assay.store.sql.backend import SqlBackend
+
+        database_url = arguments.database_url or f"sqlite:///{folder / 'ingest.db'}"
+        backend = SqlBackend(database_url)
+        project = backend.ensure_project(f"ingest-benchmark-{uuid.uuid4().hex[:8]}")
+        dataset = backend.create_dataset(project.id, "ingest")
+        inserts = [
+            RecordInsert(
+                record_id=f"record-{index}",
+                input_data=record_input(index),
+                expected_output=f"QUESTION NUMBER {index}",
+                metadata={"n": index},
+            )
+            for index in range(arguments.records)
+        ]
+        backend.update_dataset_records(dataset.id, inserts=inserts)
+        dataset = backend.get_dataset(dataset.id)
+        server, url = start_server(database_url, folder)
+        rows = arguments.records * arguments.runs
+        metrics = rows * len(LABELS)
+        direct_times, http_times = [], []
+        try:
+            # Interleaved so that machine noise hits both sides alike.
+            for n in range(arguments.repeat):
+                seconds, experiment_id = direct(backend, dataset, arguments.runs, n)
+                check(backend, experiment_id, rows, metrics)
+                direct_times.append(seconds)
+                seconds, experiment_id = over_http(
+                    url,
+                    dataset,
+                    arguments.runs,
+                    arguments.clients,
+                    arguments.records_per_post,
+                    n,
+                )
+                check(backend, experiment_id, rows, metrics)
+                http_times.append(seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            backend.close()
+    direct_rate = metrics / statistics.median(direct_times)
+    http_rate = metrics / statistics.median(http_times)
+    print(
+        f"workload: {arguments.records} records x {arguments.runs} runs x {len(LABELS)} "
+        f"evaluators = {metrics} metrics on {backend.engine.dialect.name}; over HTTP "
+        f"{arguments.clients} clients, {arguments.records_per_post} records per post"
+    )
+    print(
+        f"direct (SDK writer -> store): {direct_rate:10,.0f} metrics/s "
+        f"({rows / statistics.median(direct_times):,.0f} rows/s)  "
+        f"{[round(t, 2) for t in direct_times]} s"
+    )
+    print(
+        f"HTTP (assay serve):           {http_rate:10,.0f} metrics/s "
+        f"({rows / statistics.median(http_times):,.0f} rows/s)  "
+        f"{[round(t, 2) for t in http_times]} s"
+    )
+    ratio = http_rate / direct_rate
+    verdict = "OK" if ratio >= 0.25 else "MISSED"
+    print(f"ratio: {ratio:.1%} of the direct rate (target >= 25%) -> {verdict}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
