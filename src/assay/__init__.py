@@ -17,6 +17,7 @@ store::
 
 from assay._version import __version__
 from assay.aggregation import EvaluationSummary, RecordSummary
+from assay.compare import Comparison, compare
 from assay.dataset import Dataset, DatasetRecord
 from assay.errors import (
     AssayError,
@@ -69,6 +70,7 @@ __all__ = [
     "BudgetExceededError",
     "CallTimeout",
     "CategoricalStructuredOutput",
+    "Comparison",
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
@@ -101,5 +103,6 @@ __all__ = [
     "SummaryEvaluatorContext",
     "SyncExperiment",
     "__version__",
+    "compare",
     "current_row",
 ]

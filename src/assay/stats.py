@@ -58,6 +58,31 @@ categorical labels ``agreement``, the share of runs equal to the most frequent v
 when every run agrees, 1/3 when three runs say three different things); for booleans
 ``flaky``, true when the runs disagree (some pass and some fail).
 
+**Paired comparison** (``paired_difference``, ``verdict``). Two experiments (or two runs)
+over the same records are compared record by record: each record's value on each side is
+its mean over the selected runs (a boolean's share of ``True``), and the differences
+``b - a`` of the records both sides share are the independent units, as above. Pairing
+takes out what the records themselves contribute (easy and hard questions stay easy and
+hard on both sides), which is most of the variation, so a paired test detects far smaller
+changes than comparing two unpaired means; and since a record's value averages its runs,
+more runs make each difference less noisy and the test sharper. The mean difference gets
+its standard error, Student's *t* 95% interval with ``records - 1`` degrees of freedom and
+a two-sided p-value: exactly ``scipy.stats.ttest_rel`` on the record values.
+
+The verdict asks the question a regression gate asks, in one direction at a time, each a
+one-sided *t* test at the 5% level (so that, with no true change, a gate that fails on
+``regressed`` fails 5% of the time; a two-sided test would fail 2.5% of the time while
+missing more real drops). With ``gain`` the difference in the direction that is better
+(``-difference`` when lower is better), ``max_drop`` the drop that is tolerated and
+``margin`` the change too small to matter:
+
+- **regressed**: the gain is below ``-max_drop`` (one-sided p < 0.05);
+- **improved**: the gain is above 0 (one-sided p < 0.05);
+- **unchanged**: neither, and the one-sided 95% lower bound of the gain is at least
+  ``-max(margin, max_drop)``: a drop that matters is ruled out;
+- **inconclusive**: neither, and such a drop is not ruled out (too few records, or records
+  too noisy, to tell); also with fewer than two shared records.
+
 Infinite and ``NaN`` inputs propagate as IEEE arithmetic makes them (``inf`` and ``nan``),
 as they would in numpy; nothing here raises on them.
 """
@@ -68,20 +93,29 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 __all__ = [
     "MeanEstimate",
+    "PairedDifference",
+    "Verdict",
     "agreement",
     "clustered_mean",
     "flaky",
+    "paired_difference",
     "pass_at_k",
     "pass_curves",
     "pass_hat_k",
     "run_sd",
     "sample_sd",
+    "t_cdf",
     "t_quantile",
+    "verdict",
 ]
+
+Verdict = Literal["improved", "regressed", "unchanged", "inconclusive"]
+ALPHA = 0.05
+"""The level of each one-sided test behind a verdict."""
 
 
 class MeanEstimate(NamedTuple):
@@ -134,6 +168,86 @@ def t_quantile(probability: float, df: int) -> float:
     from scipy.special import stdtrit
 
     return float(stdtrit(df, probability))
+
+
+def t_cdf(t: float, df: int) -> float:
+    """``P(T <= t)`` for Student's t with ``df`` degrees of freedom."""
+    from scipy.special import stdtr
+
+    return float(stdtr(df, t))
+
+
+class PairedDifference(NamedTuple):
+    """The mean of paired differences ``b - a`` over records, with its uncertainty."""
+
+    records: int
+    """How many records both sides have a usable value for."""
+
+    mean: float | None
+    """The mean difference ``b - a``; ``None`` with no shared record."""
+
+    stderr: float | None
+    """``sd(differences, ddof=1) / sqrt(records)``; ``None`` with fewer than two."""
+
+    ci95: list[float] | None
+    """``[low, high]``: the mean plus or minus ``t(0.975, records - 1)`` standard errors."""
+
+    p_value: float | None
+    """Two-sided p-value of "no difference" (``scipy.stats.ttest_rel``)."""
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
+    """Compare ``b`` with ``a``, position by position (one position per record).
+
+    >>> d = paired_difference([0.5, 0.7, 0.9], [0.6, 0.9, 1.0])
+    >>> round(d.mean, 4), round(d.stderr, 4), round(d.p_value, 4)
+    (0.1333, 0.0333, 0.0572)
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired values need one per record on each side ({len(a)} != {len(b)})")
+    differences = [y - x for x, y in zip(a, b, strict=True)]
+    n = len(differences)
+    if n == 0:
+        return PairedDifference(0, None, None, None, None)
+    mean = _mean(differences)
+    sd = sample_sd(differences)
+    if sd is None:
+        return PairedDifference(n, mean, None, None, None)
+    stderr = sd / math.sqrt(n)
+    half_width = t_quantile(0.975, n - 1) * stderr
+    # With no spread every record moved by exactly the same amount: certain either way.
+    exact = 1.0 if mean == 0 else 0.0
+    p_value = exact if stderr == 0 else 2 * t_cdf(-abs(mean) / stderr, n - 1)
+    return PairedDifference(n, mean, stderr, [mean - half_width, mean + half_width], p_value)
+
+
+def verdict(
+    difference: PairedDifference,
+    *,
+    higher_is_better: bool = True,
+    max_drop: float = 0.0,
+    margin: float = 0.0,
+) -> Verdict:
+    """improved, regressed, unchanged or inconclusive: the rules of the module docstring."""
+    if max_drop < 0 or margin < 0:
+        raise ValueError(f"max_drop and margin must not be negative ({max_drop}, {margin})")
+    if difference.mean is None or difference.stderr is None:
+        return "inconclusive"
+    gain = difference.mean if higher_is_better else -difference.mean
+    df = difference.records - 1
+    stderr = difference.stderr
+    if stderr == 0:
+        if gain < -max_drop:
+            return "regressed"
+        if gain > 0:
+            return "improved"
+        return "unchanged" if gain >= -max(margin, max_drop) else "inconclusive"
+    if t_cdf((gain + max_drop) / stderr, df) < ALPHA:
+        return "regressed"
+    if t_cdf(-gain / stderr, df) < ALPHA:
+        return "improved"
+    lower = gain - t_quantile(1 - ALPHA, df) * stderr
+    return "unchanged" if lower >= -max(margin, max_drop) else "inconclusive"
 
 
 def sample_sd(values: Sequence[float]) -> float | None:
