@@ -227,15 +227,15 @@ def label_variance(
     given = [list(values) for values in record_runs]
     usable = [[float(v) for v in values if v is not None] for values in given]
     usable = [values for values in usable if values]
-    means = [_mean(values) for values in usable]
-    mean = _mean(means) if means else None
+    means = [stats.safe_mean(values) for values in usable]
+    mean = stats.safe_mean(means) if means else None
     spread = stats.sample_sd(means)
     between = None if spread is None else spread * spread
     repeated = [values for values in usable if len(values) >= 2]
     within: float | None = None
     source: WithinSource = "unknown"
     if repeated:
-        squares = _sum([_squares(values) for values in repeated])
+        squares = stats.safe_sum([_squares(values) for values in repeated])
         within = squares / sum(len(values) - 1 for values in repeated)
         source = "runs"
         explanation = f"pooled over the runs of the {len(repeated)} record(s) with 2+ usable runs"
@@ -620,16 +620,5 @@ def _number(value: JSON) -> float | None:
 
 
 def _squares(values: Sequence[float]) -> float:
-    mean = _mean(values)
-    return _sum([(value - mean) * (value - mean) for value in values])
-
-
-def _sum(values: Sequence[float]) -> float:
-    try:
-        return math.fsum(values)
-    except (OverflowError, ValueError):
-        return float(sum(values))
-
-
-def _mean(values: Sequence[float]) -> float:
-    return _sum(values) / len(values)
+    mean = stats.safe_mean(values)
+    return stats.safe_sum([(value - mean) * (value - mean) for value in values])

@@ -107,6 +107,8 @@ __all__ = [
     "pass_curves",
     "pass_hat_k",
     "run_sd",
+    "safe_mean",
+    "safe_sum",
     "sample_sd",
     "t_cdf",
     "t_quantile",
@@ -148,7 +150,7 @@ def clustered_mean(
     n = len(unit_means)
     if n == 0:
         return MeanEstimate(None, None, None)
-    mean = _mean(unit_means)
+    mean = safe_mean(unit_means)
     sd = sample_sd(unit_means)
     if sd is None:
         return MeanEstimate(mean, None, None)
@@ -209,7 +211,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     n = len(differences)
     if n == 0:
         return PairedDifference(0, None, None, None, None)
-    mean = _mean(differences)
+    mean = safe_mean(differences)
     sd = sample_sd(differences)
     if sd is None:
         return PairedDifference(n, mean, None, None, None)
@@ -260,9 +262,9 @@ def sample_sd(values: Sequence[float]) -> float | None:
         return None
     if all(value == values[0] for value in values):
         return 0.0 if math.isfinite(values[0]) else math.nan
-    mean = _mean(values)
+    mean = safe_mean(values)
     # Two passes: the sum of squared deviations does not cancel the way E[x²] - E[x]² does.
-    squares = _sum([(value - mean) * (value - mean) for value in values])
+    squares = safe_sum([(value - mean) * (value - mean) for value in values])
     return math.sqrt(squares / (n - 1))
 
 
@@ -342,7 +344,8 @@ def _check_counts(n: int, c: int, k: int) -> None:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
 
 
-def _sum(values: Sequence[float]) -> float:
+def safe_sum(values: Sequence[float]) -> float:
+    """``math.fsum``, or plain addition where fsum refuses (infinities, overflow)."""
     try:
         return math.fsum(values)
     except (OverflowError, ValueError):
@@ -350,5 +353,6 @@ def _sum(values: Sequence[float]) -> float:
         return float(sum(values))
 
 
-def _mean(values: Sequence[float]) -> float:
-    return _sum(values) / len(values)
+def safe_mean(values: Sequence[float]) -> float:
+    """The mean by :func:`safe_sum`."""
+    return safe_sum(values) / len(values)

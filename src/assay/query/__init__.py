@@ -66,7 +66,7 @@ from assay.query.facets import (
     number_operand,
 )
 from assay.query.parse import parse
-from assay.query.resolve import ResolvedNode, ResolvedQuery, resolve
+from assay.query.resolve import ResolvedNode, ResolvedQuery, check_page, resolve
 from assay.query.sentence import describe
 from assay.query.text import to_text
 
@@ -105,6 +105,7 @@ __all__ = [
     "ValueType",
     "Wildcard",
     "aggregate_records",
+    "check_page",
     "describe",
     "evaluate",
     "filter_records",

@@ -71,6 +71,21 @@ class ResolvedQuery:
     """The facets it was resolved against."""
 
 
+def check_page(query: str, limit: int, offset: int) -> None:
+    """The checks of a search's text and page that need no experiment: every store makes
+    them before it looks anything up (a NUL cannot be stored, nor travel in a URL)."""
+    if "\x00" in query:
+        raise QueryError(
+            "The query contains a NUL character, which no stored text can contain; remove it",
+            query=query,
+            position=query.index("\x00"),
+        )
+    if limit < 0 or offset < 0:
+        raise QueryError(
+            f"limit and offset must not be negative (got {limit}, {offset})", query=query
+        )
+
+
 def resolve(
     query: str | Node | None, catalog: Catalog, *, text: str | None = None
 ) -> ResolvedQuery:

@@ -28,6 +28,7 @@ from assay.errors import (
     NotFoundError,
     QueryError,
 )
+from assay.query import check_page
 from assay.store.http import encoding
 from assay.store.http.transport import Failures, Method, Retry, ServerConnection
 from assay.store.records import (
@@ -373,17 +374,7 @@ class HttpBackend:
         offset: int = 0,
         sort: str | None = None,
     ) -> SearchPage:
-        # The store's own checks, made here: a URL cannot carry a NUL, nor a negative page.
-        if "\x00" in query:
-            raise QueryError(
-                "The query contains a NUL character, which no stored text can contain; remove it",
-                query=query,
-                position=query.index("\x00"),
-            )
-        if limit < 0 or offset < 0:
-            raise QueryError(
-                f"limit and offset must not be negative (got {limit}, {offset})", query=query
-            )
+        check_page(query, limit, offset)  # here too: a URL cannot carry a NUL
         path = f"/experiments/{_segment(experiment_id, _EXPERIMENTS)}/records"
         failures = Failures(not_found=ExperimentNotFoundError, invalid=_query_error(query))
         params: dict[str, Any] = {"filter[query]": query}

@@ -16,7 +16,6 @@ from assay.errors import ExperimentNotFoundError
 from assay.store.records import (
     DatasetInfo,
     DatasetVersionInfo,
-    ErrorInfo,
     EvaluationRecord,
     ExperimentFilter,
     ExperimentInfo,
@@ -33,7 +32,6 @@ from assay.store.records import (
     SpanRecord,
     StoredRecord,
     SummaryEvaluationRecord,
-    TraceRollup,
 )
 from assay.store.sql import baselines as baseline_store
 from assay.store.sql import datasets as dataset_store
@@ -60,6 +58,7 @@ from assay.store.sql.values import (
     EVALUATION_VALUE_COLUMNS,
     evaluation_from_columns,
     evaluation_values,
+    rows_from_columns,
 )
 
 SPAN_COLUMNS = (
@@ -128,37 +127,6 @@ def _child_span_values(row: RowRecord, span: SpanRecord) -> tuple[Any, ...]:
         span.model_name,
         span.model_provider,
         None,
-    )
-
-
-def _error_from_columns(row: Any) -> ErrorInfo | None:
-    if row.error_type is None:
-        return None
-    return ErrorInfo(
-        type=row.error_type, message=row.error_message or "", stack=row.error_stack or ""
-    )
-
-
-def _span_from_columns(row: Any) -> SpanRecord:
-    return SpanRecord(
-        span_id=row.span_id,
-        parent_id=row.parent_id,
-        trace_id=row.trace_id,
-        name=row.name,
-        kind=row.kind,
-        start_ns=row.start_ns,
-        duration_ns=row.duration_ns,
-        error=_error_from_columns(row),
-        input=row.input,
-        output=row.output,
-        metadata=row.metadata,
-        tags=row.tags,
-        model_name=row.model_name,
-        model_provider=row.model_provider,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        total_tokens=row.total_tokens,
-        estimated_cost=row.estimated_total_cost,
     )
 
 
@@ -556,44 +524,7 @@ class SqlBackend:
                 if with_spans
                 else []
             )
-        by_span: dict[str, list[EvaluationRecord]] = defaultdict(list)
-        for evaluation_row in evaluation_rows:
-            by_span[evaluation_row.span_id].append(evaluation_from_columns(evaluation_row))
-        children: dict[str, list[SpanRecord]] = defaultdict(list)
-        for child in child_rows:
-            children[child.trace_id].append(_span_from_columns(child))
-        rows = []
-        for row in span_rows:
-            record = RowRecord(
-                experiment_id=row.experiment_id,
-                run_iteration=row.run_iteration,
-                record_id=row.record_id,
-                idx=row.idx,
-                span_id=row.span_id,
-                trace_id=row.trace_id,
-                span_name=row.name,
-                start_ns=row.start_ns,
-                duration_ns=row.duration_ns,
-                input_data=row.input,
-                output=row.output,
-                expected_output=row.expected_output,
-                record_metadata=row.metadata,
-                tags=row.tags,
-                error=_error_from_columns(row),
-                retries=row.retries,
-                evaluations=by_span.get(row.span_id, []),
-                spans=children.get(row.trace_id, []),
-                root_metadata=row.annotations,
-            )
-            if row.total_tokens is not None or row.estimated_total_cost is not None:
-                record.rollup = TraceRollup(
-                    input_tokens=row.input_tokens,
-                    output_tokens=row.output_tokens,
-                    total_tokens=row.total_tokens,
-                    estimated_total_cost=row.estimated_total_cost,
-                )
-            rows.append(record)
-        return rows
+        return rows_from_columns(span_rows, evaluation_rows, child_rows)
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]:
         with self.engine.connect() as connection:

@@ -19,14 +19,10 @@ from sqlalchemy import Engine, and_, func, select
 
 from assay.query import Catalog
 from assay.store.records import (
-    ErrorInfo,
-    EvaluationRecord,
     ExperimentInfo,
     ExperimentStatus,
     MetricType,
     RowRecord,
-    SpanRecord,
-    TraceRollup,
 )
 from assay.store.sql.aggregates import evaluation_facet
 from assay.store.sql.search import load_catalog
@@ -37,7 +33,7 @@ from assay.store.sql.tables import (
     record_aggregates,
     spans,
 )
-from assay.store.sql.values import evaluation_from_columns
+from assay.store.sql.values import rows_from_columns
 
 __all__ = [
     "ExperimentTotals",
@@ -355,72 +351,4 @@ def record_rows(engine: Engine, info: ExperimentInfo, record_id: str) -> list[Ro
             )
             .order_by(spans.c.start_ns, spans.c.pk)
         ).all()
-    by_span: dict[str, list[EvaluationRecord]] = defaultdict(list)
-    for row in evaluation_rows:
-        by_span[row.span_id].append(evaluation_from_columns(row))
-    children: dict[str, list[SpanRecord]] = defaultdict(list)
-    for row in child_rows:
-        children[row.trace_id].append(_span(row))
-    found = []
-    for row in roots:
-        record = RowRecord(
-            experiment_id=row.experiment_id,
-            run_iteration=row.run_iteration,
-            record_id=row.record_id,
-            idx=row.idx,
-            span_id=row.span_id,
-            trace_id=row.trace_id,
-            span_name=row.name,
-            start_ns=row.start_ns,
-            duration_ns=row.duration_ns,
-            input_data=row.input,
-            output=row.output,
-            expected_output=row.expected_output,
-            record_metadata=row.metadata,
-            tags=row.tags,
-            error=_error(row),
-            retries=row.retries,
-            evaluations=by_span.get(row.span_id, []),
-            spans=children.get(row.trace_id, []),
-            root_metadata=row.annotations,
-        )
-        if row.total_tokens is not None or row.estimated_total_cost is not None:
-            record.rollup = TraceRollup(
-                input_tokens=row.input_tokens,
-                output_tokens=row.output_tokens,
-                total_tokens=row.total_tokens,
-                estimated_total_cost=row.estimated_total_cost,
-            )
-        found.append(record)
-    return found
-
-
-def _error(row: Any) -> ErrorInfo | None:
-    if row.error_type is None:
-        return None
-    return ErrorInfo(
-        type=row.error_type, message=row.error_message or "", stack=row.error_stack or ""
-    )
-
-
-def _span(row: Any) -> SpanRecord:
-    return SpanRecord(
-        span_id=row.span_id,
-        parent_id=row.parent_id,
-        trace_id=row.trace_id,
-        name=row.name,
-        kind=row.kind,
-        start_ns=row.start_ns,
-        duration_ns=row.duration_ns,
-        error=_error(row),
-        input=row.input,
-        output=row.output,
-        metadata=row.metadata,
-        tags=row.tags,
-        model_name=row.model_name,
-        model_provider=row.model_provider,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        total_tokens=row.total_tokens,
-        estimated_cost=row.estimated_total_cost,
-    )
+    return rows_from_columns(roots, evaluation_rows, child_rows)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, true
 
 from assay.errors import QueryError
-from assay.query import Catalog, describe, resolve
+from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.tables import (
@@ -86,17 +86,7 @@ def search(
     sort: str | None = None,
 ) -> SearchPage:
     """One page of the rows (or records) of an experiment that match ``query``."""
-    if "\x00" in query:
-        # No database text holds NUL, so nothing could match it; say so instead of failing.
-        raise QueryError(
-            "The query contains a NUL character, which no stored text can contain; remove it",
-            query=query,
-            position=query.index("\x00"),
-        )
-    if limit < 0 or offset < 0:
-        raise QueryError(
-            f"limit and offset must not be negative (got {limit}, {offset})", query=query
-        )
+    check_page(query, limit, offset)
     catalog = load_catalog(connection, info.id)
     resolved = resolve(query, catalog)
     runs = {item.run_id: item.run_iteration for item in info.runs}

@@ -1,10 +1,20 @@
-"""Evaluation values in and out of their typed columns."""
+"""Evaluations, spans and rows in and out of their typed columns."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from assay.store.records import JSON, ErrorInfo, EvaluationRecord, MetricType
+from assay.store.records import (
+    JSON,
+    ErrorInfo,
+    EvaluationRecord,
+    MetricType,
+    RowRecord,
+    SpanRecord,
+    TraceRollup,
+)
 from assay.store.sql.bulk import encode_json
 
 EVALUATION_VALUE_COLUMNS = (
@@ -81,11 +91,6 @@ def evaluation_from_columns(row: Any) -> EvaluationRecord:
         value = row.json_value
     else:
         value = row.categorical_value
-    error = (
-        ErrorInfo(type=row.error_type, message=row.error_message or "", stack=row.error_stack or "")
-        if row.error_type is not None
-        else None
-    )
     return EvaluationRecord(
         label=row.label,
         metric_type=metric_type,
@@ -95,5 +100,83 @@ def evaluation_from_columns(row: Any) -> EvaluationRecord:
         assessment=row.assessment,
         metadata=row.metadata,
         tags=row.tags,
-        error=error,
+        error=error_from_columns(row),
     )
+
+
+def error_from_columns(row: Any) -> ErrorInfo | None:
+    """The error of a span or evaluation result row (``error_type``, ``_message``, ``_stack``)."""
+    if row.error_type is None:
+        return None
+    return ErrorInfo(
+        type=row.error_type, message=row.error_message or "", stack=row.error_stack or ""
+    )
+
+
+def span_from_columns(row: Any) -> SpanRecord:
+    """A child span from its ``spans`` row."""
+    return SpanRecord(
+        span_id=row.span_id,
+        parent_id=row.parent_id,
+        trace_id=row.trace_id,
+        name=row.name,
+        kind=row.kind,
+        start_ns=row.start_ns,
+        duration_ns=row.duration_ns,
+        error=error_from_columns(row),
+        input=row.input,
+        output=row.output,
+        metadata=row.metadata,
+        tags=row.tags,
+        model_name=row.model_name,
+        model_provider=row.model_provider,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        total_tokens=row.total_tokens,
+        estimated_cost=row.estimated_total_cost,
+    )
+
+
+def rows_from_columns(
+    roots: Sequence[Any], evaluations: Iterable[Any], children: Iterable[Any] = ()
+) -> list[RowRecord]:
+    """Rows from their root ``spans`` rows, with their ``evaluations`` rows (in the order
+    given) and their child ``spans`` rows, in the order of ``roots``."""
+    by_span: dict[str, list[EvaluationRecord]] = defaultdict(list)
+    for evaluation in evaluations:
+        by_span[evaluation.span_id].append(evaluation_from_columns(evaluation))
+    by_trace: dict[str, list[SpanRecord]] = defaultdict(list)
+    for child in children:
+        by_trace[child.trace_id].append(span_from_columns(child))
+    found = []
+    for row in roots:
+        record = RowRecord(
+            experiment_id=row.experiment_id,
+            run_iteration=row.run_iteration,
+            record_id=row.record_id,
+            idx=row.idx,
+            span_id=row.span_id,
+            trace_id=row.trace_id,
+            span_name=row.name,
+            start_ns=row.start_ns,
+            duration_ns=row.duration_ns,
+            input_data=row.input,
+            output=row.output,
+            expected_output=row.expected_output,
+            record_metadata=row.metadata,
+            tags=row.tags,
+            error=error_from_columns(row),
+            retries=row.retries,
+            evaluations=by_span.get(row.span_id, []),
+            spans=by_trace.get(row.trace_id, []),
+            root_metadata=row.annotations,
+        )
+        if row.total_tokens is not None or row.estimated_total_cost is not None:
+            record.rollup = TraceRollup(
+                input_tokens=row.input_tokens,
+                output_tokens=row.output_tokens,
+                total_tokens=row.total_tokens,
+                estimated_total_cost=row.estimated_total_cost,
+            )
+        found.append(record)
+    return found
