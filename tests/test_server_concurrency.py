@@ -17,8 +17,10 @@ as sixteen ddtrace processes would:
 
 Then everything is read back through the API and compared with what was sent: every
 record, span and metric exactly once, and the aggregates computed here by hand from the
-sent values. No response may be a 5xx or a 409, and the server may log no error (such as
-SQLite's "database is locked").
+sent values. Every response must be a success (no 5xx, no 409 from a lost create-or-get
+race), the server may log no error (such as SQLite's "database is locked"), and no request
+may hold two pooled connections at once: sixteen such requests would take the whole pool
+and wait for each other until it timed out.
 """
 
 from __future__ import annotations
