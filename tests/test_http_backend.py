@@ -302,7 +302,10 @@ def test_unknown_ids_are_the_stores_not_found_errors(assay_server: Any) -> None:
             backend.dataset_records("a/b")
         assert backend.find_dataset("no-such-project", "d") is None
         assert backend.find_project("nobody") is None
-        assert backend.experiment_rows("nope") == []  # as a local store answers
+        # As the local store answers: an unknown experiment is not one with no rows yet.
+        for read in (backend.experiment_rows, backend.count_rows, backend.summary_evaluations):
+            with pytest.raises(ExperimentNotFoundError, match="No experiment with id 'nope'"):
+                read("nope")
     finally:
         backend.close()
 

@@ -305,17 +305,8 @@ def test_schemathesis_finds_no_server_error_or_undocumented_answer(
 
 BODY_OPERATIONS = [(m, p, op) for m, p, op in OPERATIONS if json_body(op) is not None]
 WRITE_OPERATIONS = [(m, p, op) for m, p, op in OPERATIONS if "requestBody" in op]
-EMPTY_FOR_AN_UNKNOWN_ID = {
-    "GET /sdk/experiments/{experiment_id}/rows",
-    "GET /sdk/experiments/{experiment_id}/rows/count",
-    "GET /sdk/experiments/{experiment_id}/summary_evaluations",
-}
-"""Remote-SDK reads that answer as the ``SqlBackend`` method they mirror: with nothing."""
 ID_OPERATIONS = [
-    (m, p, name)
-    for m, p, op in OPERATIONS
-    if "requestBody" not in op and label(m, p) not in EMPTY_FOR_AN_UNKNOWN_ID
-    for name in path_names(p)
+    (m, p, name) for m, p, op in OPERATIONS if "requestBody" not in op for name in path_names(p)
 ]
 CURSOR_OPERATIONS = [
     (m, p)

@@ -134,10 +134,16 @@ def test_each_leaf_of_the_seed_query_is_one_covering_index_range(experiment: Any
     assert all(line == "SCAN anon_1" for line in plan.splitlines() if "SCAN" in line), plan
 
 
-def test_aggregates_of_an_unknown_experiment_are_not_found(backend: SqlBackend) -> None:
+def test_reads_of_an_unknown_experiment_are_not_found(backend: SqlBackend) -> None:
     from assay.errors import ExperimentNotFoundError
 
     with pytest.raises(ExperimentNotFoundError, match="No experiment with id 'nope'"):
         backend.record_aggregates("nope")
-    with pytest.raises(ExperimentNotFoundError):
-        backend.refresh_aggregates("nope")
+    for read in (
+        backend.refresh_aggregates,
+        backend.experiment_rows,
+        backend.count_rows,
+        backend.summary_evaluations,
+    ):
+        with pytest.raises(ExperimentNotFoundError):
+            read("nope")

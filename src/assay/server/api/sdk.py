@@ -278,7 +278,7 @@ def experiment_rows(
     run: RunFilter = None,
     include: Annotated[Literal["spans"] | None, Query()] = None,
 ) -> Response:
-    caller.check_experiment(store, experiment_id, parameter="experiment_id")
+    _experiment(store, experiment_id, caller)
     rows = store.experiment_rows(experiment_id, run_iteration=run, with_spans=include == "spans")
     data = [encoding.resource("experiment_rows", r.span_id, encoding.row_json(r)) for r in rows]
     return _answer(request, {"data": data})
@@ -286,7 +286,7 @@ def experiment_rows(
 
 @router.get("/experiments/{experiment_id}/rows/count", summary="How many rows are stored")
 def count_rows(request: Request, experiment_id: str, store: Store, caller: Caller) -> Response:
-    caller.check_experiment(store, experiment_id, parameter="experiment_id")
+    _experiment(store, experiment_id, caller)
     count = store.count_rows(experiment_id)
     return _answer(
         request, {"data": encoding.resource("row_counts", experiment_id, {"rows": count})}
@@ -316,7 +316,7 @@ def write_summary_evaluations(
 def summary_evaluations(
     request: Request, experiment_id: str, store: Store, caller: Caller
 ) -> Response:
-    caller.check_experiment(store, experiment_id, parameter="experiment_id")
+    _experiment(store, experiment_id, caller)
     data = [
         encoding.resource("summary_evaluations", None, encoding.summary_evaluation_json(item))
         for item in store.summary_evaluations(experiment_id)

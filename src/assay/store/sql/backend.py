@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -128,6 +128,15 @@ def _child_span_values(row: RowRecord, span: SpanRecord) -> tuple[Any, ...]:
         span.model_provider,
         None,
     )
+
+
+def _known_experiment(connection: Connection, experiment_id: str) -> None:
+    """An unknown id is an error, not an experiment with nothing stored yet."""
+    known = select(experiments.c.id).where(experiments.c.id == experiment_id)
+    if connection.execute(known).first() is None:
+        raise ExperimentNotFoundError(
+            f"No experiment with id {experiment_id!r}; `assay experiments list` shows them"
+        )
 
 
 def _now() -> datetime:
@@ -515,6 +524,7 @@ class SqlBackend:
             )
         span_query = span_query.order_by(spans.c.run_iteration, spans.c.idx)
         with self.engine.connect() as connection:
+            _known_experiment(connection, experiment_id)
             span_rows = connection.execute(span_query).all()
             evaluation_rows = connection.execute(
                 evaluation_query.order_by(evaluation_table.c.pk)
@@ -528,6 +538,7 @@ class SqlBackend:
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]:
         with self.engine.connect() as connection:
+            _known_experiment(connection, experiment_id)
             rows = connection.execute(
                 select(summary_table)
                 .where(summary_table.c.experiment_id == experiment_id)
@@ -544,12 +555,8 @@ class SqlBackend:
         with self.engine.begin() as connection:
             if only_if_stale and aggregates_are_fresh(connection, experiment_id):
                 return
-            known = select(experiments.c.id).where(experiments.c.id == experiment_id)
-            if connection.execute(known).first() is None:
-                # Else the rebuild's insert would fail on the foreign key, obscurely.
-                raise ExperimentNotFoundError(
-                    f"No experiment with id {experiment_id!r}; `assay experiments list` shows them"
-                )
+            # Else the rebuild's insert would fail on the foreign key, obscurely.
+            _known_experiment(connection, experiment_id)
             refresh_record_aggregates(connection, experiment_id)
 
     def record_aggregates(self, experiment_id: str) -> list[RecordAggregate]:
@@ -594,6 +601,7 @@ class SqlBackend:
     def count_rows(self, experiment_id: str) -> int:
         """How many rows (record x run) of an experiment are stored."""
         with self.engine.connect() as connection:
+            _known_experiment(connection, experiment_id)
             count = connection.execute(
                 select(func.count())
                 .select_from(spans)
