@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from assay.store.records import (
     UNCHANGED,
@@ -239,16 +240,25 @@ def experiment_from(item: Mapping[str, Any]) -> ExperimentInfo:
 # Rows and evaluations -------------------------------------------------------------------------
 
 
+_Flat = TypeVar("_Flat")
+
+
+def _flat_json(record: Any) -> JsonObject:
+    """A dataclass of plain fields as JSON: each field under its own name."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
+
+
+def _flat_from(cls: type[_Flat], data: Mapping[str, Any]) -> _Flat:
+    """The inverse of :func:`_flat_json` (keys a newer server adds are ignored)."""
+    return cls(**{field.name: data[field.name] for field in fields(cls)})  # type: ignore[arg-type]
+
+
 def error_json(error: ErrorInfo | None) -> JsonObject | None:
-    if error is None:
-        return None
-    return {"type": error.type, "message": error.message, "stack": error.stack}
+    return None if error is None else _flat_json(error)
 
 
 def error_from(data: Mapping[str, Any] | None) -> ErrorInfo | None:
-    if data is None:
-        return None
-    return ErrorInfo(type=data["type"], message=data["message"], stack=data["stack"])
+    return None if data is None else _flat_from(ErrorInfo, data)
 
 
 def evaluation_json(evaluation: EvaluationRecord) -> JsonObject:
@@ -326,14 +336,7 @@ def span_from(data: Mapping[str, Any]) -> SpanRecord:
 
 
 def rollup_json(rollup: TraceRollup | None) -> JsonObject | None:
-    if rollup is None:
-        return None
-    return {
-        "input_tokens": rollup.input_tokens,
-        "output_tokens": rollup.output_tokens,
-        "total_tokens": rollup.total_tokens,
-        "estimated_total_cost": rollup.estimated_total_cost,
-    }
+    return None if rollup is None else _flat_json(rollup)
 
 
 def row_json(row: RowRecord) -> JsonObject:
@@ -382,7 +385,7 @@ def row_from(experiment_id: str, data: Mapping[str, Any]) -> RowRecord:
         retries=data["retries"],
         evaluations=[evaluation_from(item) for item in data["evaluations"]],
         spans=[span_from(item) for item in data["spans"]],
-        rollup=TraceRollup(**rollup) if rollup is not None else None,
+        rollup=_flat_from(TraceRollup, rollup) if rollup is not None else None,
         root_metadata=data["root_metadata"],
     )
 
@@ -398,27 +401,11 @@ def summary_evaluation_from(data: Mapping[str, Any]) -> SummaryEvaluationRecord:
 
 
 def aggregate_json(aggregate: RecordAggregate) -> JsonObject:
-    return {
-        "record_id": aggregate.record_id,
-        "idx": aggregate.idx,
-        "facet": aggregate.facet,
-        "n": aggregate.n,
-        "errors": aggregate.errors,
-        "mean": aggregate.mean,
-        "mode": aggregate.mode,
-    }
+    return _flat_json(aggregate)
 
 
 def aggregate_from(data: Mapping[str, Any]) -> RecordAggregate:
-    return RecordAggregate(
-        record_id=data["record_id"],
-        idx=data["idx"],
-        facet=data["facet"],
-        n=data["n"],
-        errors=data["errors"],
-        mean=data["mean"],
-        mode=data["mode"],
-    )
+    return _flat_from(RecordAggregate, data)
 
 
 # Baselines ----------------------------------------------------------------------------------
