@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from assay.compare import compare_rows
+from assay.compare import compare_rows, select_runs
 from assay.errors import ExperimentError
 from assay.server.api.experiments import experiment_or_404
 from assay.server.auth import Caller
@@ -56,6 +56,11 @@ def compare_experiments(
 ) -> JsonApiResponse:
     baseline = experiment_or_404(store, a, caller)
     candidate = experiment_or_404(store, b, caller)
+    for info, run, parameter in ((baseline, run_a, "run_a"), (candidate, run_b, "run_b")):
+        try:
+            select_runs(info, run, parameter[-1])
+        except ExperimentError as error:
+            raise bad_parameter(str(error), parameter=parameter) from error
     try:
         comparison = compare_rows(
             (baseline, store.experiment_rows(baseline.id)),
@@ -65,13 +70,6 @@ def compare_experiments(
             max_drop=_drops(max_drop or []),
             lower_is_better=lower_is_better or (),
         )
-    except ExperimentError as error:
-        raise bad_parameter(str(error), parameter=_parameter(str(error))) from error
+    except ExperimentError as error:  # a max_drop label neither side evaluates
+        raise bad_parameter(str(error), parameter="max_drop") from error
     return document(resource("comparisons", f"{baseline.id}..{candidate.id}", comparison.to_dict()))
-
-
-def _parameter(message: str) -> str:
-    for name in ("run_a", "run_b"):
-        if name in message:
-            return name
-    return "max_drop"
