@@ -91,3 +91,230 @@ def test_store_aggregates_match_record_summaries(llmobs: type[LLMObs], runs: int
             assert stored_tokens is None
         duration = aggregates[("duration", record)]
         assert duration.mean == pytest.approx(sum(row.duration_ns for row in mine) / len(mine))
+
+
+# Incremental refresh: after new rows and evaluations, the same aggregates as a rebuild ----
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+def _row(info: Any, record_id: str, idx: int, run: int, rng: random.Random, **extra: Any) -> Any:
+    from assay.store.records import ErrorInfo, EvaluationRecord, RowRecord, TraceRollup
+
+    failed = rng.random() < 0.15
+    tokens = rng.choice([None, rng.randint(1, 900)])
+    broken = ErrorInfo("ValueError", "judge broke", "") if rng.random() < 0.1 else None
+    return RowRecord(
+        experiment_id=info.id,
+        run_iteration=run,
+        record_id=record_id,
+        idx=idx,
+        span_id=f"{rng.getrandbits(63)}",
+        trace_id=f"{rng.getrandbits(128):032x}",
+        span_name="task",
+        start_ns=1,
+        duration_ns=rng.randint(1, 10**9),
+        input_data={"n": idx},
+        output=None if failed else f"answer {idx}",
+        expected_output=None,
+        record_metadata={},
+        tags=extra.get("tags", [f"team:{rng.choice(['red', 'blue'])}"]),
+        error=ErrorInfo("RuntimeError", "flaky", "") if failed else None,
+        retries=0,
+        evaluations=[
+            # A failed evaluator stores no value, so its type is categorical, as the SDK's.
+            EvaluationRecord("score", "categorical", None, 0, error=broken)
+            if broken
+            else EvaluationRecord("score", "score", rng.random(), 0),
+            EvaluationRecord("label", "categorical", rng.choice(LABELS), 0),
+            EvaluationRecord("passed", "boolean", rng.random() < 0.5, 0),
+        ],
+        rollup=TraceRollup(total_tokens=tokens) if tokens else None,
+    )
+
+
+def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
+    """Everything a refresh keeps for the experiment, comparable across refreshes."""
+    from sqlalchemy import select
+
+    from assay.store.sql.tables import aggregate_state, experiment_facets, record_aggregates
+
+    with backend.engine.connect() as connection:
+        aggregates = sorted(
+            (
+                *(row.facet, row.record_id, row.idx, row.n, row.errors, row.mode, row.kinds),
+                None if row.mean is None else round(row.mean, 9),
+            )
+            for row in connection.execute(
+                select(record_aggregates).where(record_aggregates.c.experiment_id == experiment_id)
+            )
+        )
+        facets = sorted(
+            (row.kind, row.name, row.metric_type, sorted((row.record_kinds or {}).items()))
+            for row in connection.execute(
+                select(experiment_facets).where(experiment_facets.c.experiment_id == experiment_id)
+            )
+        )
+        records = connection.execute(
+            select(aggregate_state.c.records).where(
+                aggregate_state.c.experiment_id == experiment_id
+            )
+        ).scalar_one()
+    return aggregates, facets, records
+
+
+def _rebuilt_state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
+    """The state after a rebuild from scratch (as if the aggregates had never been built)."""
+    from sqlalchemy import delete
+
+    from assay.store.sql.tables import aggregate_state
+
+    with backend.engine.begin() as connection:
+        connection.execute(
+            delete(aggregate_state).where(aggregate_state.c.experiment_id == experiment_id)
+        )
+    backend.refresh_aggregates(experiment_id)
+    return _state(backend, experiment_id)
+
+
+@pytest.fixture
+def rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The experiments each refresh rebuilt from scratch, in order."""
+    from assay.store.sql import aggregates
+
+    calls: list[str] = []
+    rebuild = aggregates._rebuild
+
+    def counted(connection: Any, experiment_id: str, dialect: str) -> None:
+        calls.append(experiment_id)
+        rebuild(connection, experiment_id, dialect)
+
+    monkeypatch.setattr(aggregates, "_rebuild", counted)
+    return calls
+
+
+def _experiment(llmobs: type[LLMObs], records: int, runs: int) -> tuple[Any, Any, list[str]]:
+    from assay.store.records import ExperimentSpec, RunInfo
+
+    backend = llmobs._backend
+    assert backend is not None
+    dataset = llmobs.create_dataset(
+        dataset_name="grows", records=[{"input_data": {"n": i}} for i in range(records)]
+    )
+    project = backend.ensure_project("test-project")
+    info = backend.create_experiment(
+        ExperimentSpec(
+            project_id=project.id,
+            dataset_id=dataset.id,
+            dataset_version=dataset.version,
+            name="grows",
+            run_count=runs,
+        ),
+        [RunInfo(f"run-{n}", n) for n in range(1, runs + 1)],
+    )
+    return backend, info, [record["record_id"] for record in dataset]
+
+
+def _refreshed_like_a_rebuild(backend: Any, experiment_id: str) -> None:
+    backend.refresh_aggregates(experiment_id, only_if_stale=True)
+    refreshed = _state(backend, experiment_id)
+    assert refreshed == _rebuilt_state(backend, experiment_id)
+
+
+def test_new_records_and_new_runs_refresh_only_their_records(
+    llmobs: type[LLMObs], rebuilds: list[str]
+) -> None:
+    backend, info, ids = _experiment(llmobs, records=30, runs=3)
+    rng = random.Random(3)
+    backend.write_rows([_row(info, ids[i], i, 1, rng) for i in range(20)])
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    assert rebuilds == [info.id]  # the first refresh builds everything
+    # New runs of old records, new records, and a tag key nobody had before.
+    backend.write_rows(
+        [_row(info, ids[i], i, 2, rng) for i in range(6)]
+        + [_row(info, ids[20], 20, 1, rng, tags=["owner:ann"])]
+    )
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    assert rebuilds == [info.id]  # incremental: 7 of 21 records changed
+    refreshed = _state(backend, info.id)
+    assert refreshed[2] == 21
+    assert ("tag", "owner", None, []) in refreshed[1]
+    assert refreshed == _rebuilt_state(backend, info.id)
+    # Nothing new: a refresh finds nothing to do, and changes nothing.
+    backend.refresh_aggregates(info.id)
+    assert _state(backend, info.id) == refreshed
+
+
+def test_evaluations_added_and_replaced_later_refresh_their_records(
+    llmobs: type[LLMObs], rebuilds: list[str]
+) -> None:
+    from assay.store.sql.ingest import IncomingMetric, IncomingSpan, ingest_metrics, ingest_spans
+
+    backend, info, ids = _experiment(llmobs, records=12, runs=2)
+    rng = random.Random(5)
+    rows = [_row(info, ids[i], i, run, rng) for run in (1, 2) for i in range(10)]
+    backend.write_rows(rows)
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    engine = backend.engine
+
+    def metric(span_id: str, value: Any, when: int, kind: Any = "score") -> IncomingMetric:
+        return IncomingMetric(
+            label="late", metric_type=kind, value=value, timestamp_ms=when, span_id=span_id
+        )
+
+    # A metric for an old row, and one that waits for its span (a new row of an old record).
+    ingest_metrics(engine, info.id, [metric(rows[3].span_id, 0.25, 10)])
+    assert ingest_metrics(engine, info.id, [metric("77", 0.5, 10)]).pending == 1
+    _refreshed_like_a_rebuild(backend, info.id)
+    span = IncomingSpan(
+        span_id="77",
+        trace_id=f"{7:032x}",
+        name="task",
+        start_ns=1,
+        duration_ns=5,
+        parent_id="undefined",
+        tags=(f"dataset_record_id:{ids[10]}", "run_iteration:1"),
+    )
+    assert ingest_spans(engine, info.id, [span]).evaluations == 1
+    _refreshed_like_a_rebuild(backend, info.id)
+    # Re-posted later with a label instead of a number: the label turns categorical, and
+    # back to a score when the number comes again, though no new record has it.
+    ingest_metrics(engine, info.id, [metric(rows[3].span_id, "high", 20, "categorical")])
+    _refreshed_like_a_rebuild(backend, info.id)
+    assert ("evaluation", "late", "categorical") in [f[:3] for f in _state(backend, info.id)[1]]
+    assert len(rebuilds) == 1 + 3  # each refresh incremental; the rebuilds _rebuilt_state's
+    ingest_metrics(engine, info.id, [metric(rows[3].span_id, 0.75, 30)])
+    _refreshed_like_a_rebuild(backend, info.id)
+    assert ("evaluation", "late", "score") in [f[:3] for f in _state(backend, info.id)[1]]
+    # SQLite gives the new evaluation the key of the one it replaced, the newest, so it is
+    # not past the mark: the counters tell, and that refresh rebuilds.
+    assert len(rebuilds) == 1 + 4 + (engine.dialect.name == "sqlite")
+
+
+def test_rows_written_behind_the_mark_make_a_full_rebuild(
+    llmobs: type[LLMObs], rebuilds: list[str]
+) -> None:
+    """A writer that commits after a refresh rows whose keys are below the refresh's mark
+    (PostgreSQL's concurrent writers can): the counters tell, and the refresh rebuilds."""
+    from sqlalchemy import func, select, update
+
+    from assay.store.sql.tables import aggregate_state, evaluations, spans
+
+    backend, info, ids = _experiment(llmobs, records=10, runs=2)
+    rng = random.Random(11)
+    backend.write_rows([_row(info, ids[i], i, 1, rng) for i in range(8)])
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    backend.write_rows([_row(info, ids[i], i, 2, rng) for i in range(3)])
+    # As if the new rows had been behind the marks: the refresh saw their keys, not them.
+    with backend.engine.begin() as connection:
+        connection.execute(
+            update(aggregate_state)
+            .where(aggregate_state.c.experiment_id == info.id)
+            .values(
+                row_mark=select(func.max(spans.c.pk)).scalar_subquery(),
+                evaluation_mark=select(func.max(evaluations.c.pk)).scalar_subquery(),
+            )
+        )
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    assert rebuilds == [info.id, info.id]
+    assert _state(backend, info.id)[0] == _rebuilt_state(backend, info.id)[0]

@@ -282,6 +282,43 @@ def test_pages_counts_sorting_and_runs(searched: Any) -> None:
     assert records.of == 40 and records.multi_run
 
 
+EVALUATION_QUERIES = [
+    "@evaluations.custom.score:>0.5",
+    "-@evaluations.custom.passed:true",
+    "@evaluations.custom.tone:positive @trace.total_tokens:>400",
+    "@evaluations.custom.passed:false OR @trace.total_tokens:<300",
+    "NOT (@evaluations.custom.score:<=0.3 OR @evaluations.custom.tone:neg*)",
+    "@evaluation.tone.value:(neutral OR positive) -@status:error",
+]
+
+
+@on_every_backend
+@pytest.mark.parametrize("walk_rows", [0, 1_000_000], ids=["sorted-set", "read-in-order"])
+def test_evaluation_queries_in_one_run_page_by_either_path(
+    searched: Any, sql_url: str, walk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row queries with evaluation terms are sets of index ranges (narrowed to the run the
+    query names, a NOT's complement included); their pages are read in order where matches
+    are dense and sorted from the set where sparse. Both give the reference's rows, in page
+    order, with the same count."""
+    from assay.store.sql import search
+
+    monkeypatch.setattr(search, "_WALK_ROWS", walk_rows)
+    experiment, rows = searched
+    for query in EVALUATION_QUERIES:
+        for scoped, run in ((f"run_iteration:2 {query}", None), (query, 3), (query, None)):
+            wanted = expected(sql_url, experiment, rows, scoped)
+            if run is not None:
+                wanted = {key for key in wanted if key[1] == run}
+            everything = experiment.search(scoped, run=run, limit=1000)
+            got = [(item["record_id"], item["run_iteration"]) for item in everything.items]
+            assert set(got) == wanted and everything.total == len(wanted), (scoped, run)
+            pages = [experiment.search(scoped, run=run, limit=4, offset=n) for n in (0, 4, 8)]
+            assert [page.total for page in pages] == [len(wanted)] * 3
+            paged = [(i["record_id"], i["run_iteration"]) for p in pages for i in p.items]
+            assert paged == got[:12], (scoped, run)
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

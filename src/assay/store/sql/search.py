@@ -15,7 +15,7 @@ from sqlalchemy import Connection, func, select, true
 from assay.errors import QueryError
 from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
-from assay.store.sql.search_compile import QueryCompiler
+from assay.store.sql.search_compile import QueryCompiler, has_evaluation_terms, required_run
 from assay.store.sql.tables import (
     aggregate_state,
     evaluations,
@@ -36,6 +36,9 @@ ROW_SORTS = {
     "estimated_total_cost": ("estimated_total_cost",),
     "status": ("status",),
 }
+_WALK_ROWS = 5_000
+"""Rows a page of a row query with evaluation terms may read in page order (see
+``_rows_by_set``); a look-up of a row's evaluation costs a few microseconds."""
 _AGGREGATE_NAMES = {
     "duration": "@duration",
     "total_tokens": "@trace.total_tokens",
@@ -126,27 +129,9 @@ def _search_rows(
     scope = [spans.c.experiment_id == info.id, spans.c.parent_id.is_(None)]
     if run is not None:
         scope.append(spans.c.run_iteration == run)
-    condition = compiler.rows(resolved.node) if resolved.node is not None else true()
     order = [*_order(spans, sort, ROW_SORTS, resolved.text), spans.c.run_iteration, spans.c.idx]
-    # The page and the count are two queries: the root-span index gives rows in page order
-    # (the page stops after `limit`) and holds the trace metrics (the count reads no row),
-    # where one windowed query would have to find and sort every match first. Ids and sort
-    # keys only: the sort does not carry inputs and outputs around.
-    matching = connection.execute(
-        select(spans.c.span_id)
-        .where(*scope, condition)
-        .order_by(*order)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    if len(matching) < limit and (matching or offset == 0):
-        total = offset + len(matching)  # the page ends before the limit: it is the last
-    else:
-        total = connection.execute(
-            select(func.count()).select_from(spans).where(*scope, condition)
-        ).scalar_one()
     if resolved.node is None:
-        everything = total
+        everything = None
     elif run is None:
         everything = connection.execute(
             select(experiments.c.row_count).where(experiments.c.id == info.id)
@@ -155,7 +140,34 @@ def _search_rows(
         everything = connection.execute(
             select(func.count()).select_from(spans).where(*scope)
         ).scalar_one()
-    ids = [row.span_id for row in matching]
+    if resolved.node is not None and has_evaluation_terms(resolved.node):
+        matching, total = _rows_by_set(
+            connection, info, compiler, resolved.node, scope, order, run, everything, limit, offset
+        )
+    else:
+        condition = compiler.rows(resolved.node) if resolved.node is not None else true()
+        # The page and the count are two queries: the root-span index gives rows in page
+        # order (the page stops after `limit`) and holds the trace metrics (the count
+        # reads no row), where one windowed query would have to find and sort every match
+        # first. Ids and sort keys only: the sort does not carry inputs and outputs around.
+        matching = list(
+            connection.execute(
+                select(spans.c.span_id)
+                .where(*scope, condition)
+                .order_by(*order)
+                .limit(limit)
+                .offset(offset)
+            ).scalars()
+        )
+        if len(matching) < limit and (matching or offset == 0):
+            total = offset + len(matching)  # the page ends before the limit: it is the last
+        else:
+            total = connection.execute(
+                select(func.count()).select_from(spans).where(*scope, condition)
+            ).scalar_one()
+    if everything is None:
+        everything = total
+    ids = matching
     found = (
         connection.execute(
             select(
@@ -219,6 +231,55 @@ def _search_rows(
     return SearchPage(
         total=int(total), items=items, multi_run=False, description=description, of=int(everything)
     )
+
+
+def _rows_by_set(
+    connection: Connection,
+    info: ExperimentInfo,
+    compiler: QueryCompiler,
+    node: Any,
+    scope: list[Any],
+    order: list[Any],
+    run: int | None,
+    everything: int | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[str], int]:
+    """The page and count of a row query with evaluation terms.
+
+    The count is the size of the matching set, built from index ranges
+    (``QueryCompiler.row_set``). The page, where matches are dense enough that reading
+    rows in page order finds a page within ``_WALK_ROWS`` rows, is that read, each row's
+    evaluations looked up by index; where they are sparse, the rows of the set are
+    sorted instead, which costs in proportion to the (few) matches.
+    """
+    within = run if run is not None else required_run(node)
+    if run is None and within is not None:
+        # The run the query names bounds every set, the complement of a NOT's included.
+        scope = [*scope, spans.c.run_iteration == within]
+    matches = compiler.row_set(node, scope, within)
+    total = int(
+        connection.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
+    )
+    if total <= offset:
+        return [], total
+    # The share of the rows read in page order that match, those of one run where the
+    # query names the run.
+    rows = everything or 0
+    read = rows / len(info.runs) if run is None and within is not None else rows
+    if (offset + limit) * read / total <= _WALK_ROWS:
+        condition = compiler.rows(node, probe=True)
+    else:
+        nested = matches.subquery()
+        condition = spans.c.span_id.in_(select(nested.c.span_id))
+    page = connection.execute(
+        select(spans.c.span_id)
+        .where(*scope, condition)
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+    ).scalars()
+    return list(page), total
 
 
 def _aggregate_names(facet: str, mean: float | None, mode: str | None) -> dict[str, JSON]:

@@ -43,6 +43,7 @@ from sqlalchemy import (
     select,
     true,
     union,
+    union_all,
 )
 
 from assay.errors import QueryError
@@ -229,20 +230,129 @@ class QueryCompiler:
 
     # Rows ---------------------------------------------------------------------------------
 
-    def rows(self, node: Expr[Facet]) -> Condition:
-        """The condition on a root span (one row) of the experiment."""
+    def rows(self, node: Expr[Facet], *, probe: bool = False) -> Condition:
+        """The condition on a root span (one row) of the experiment.
+
+        An evaluation term is ``span_id IN (the spans it selects)``, a set the database
+        builds once; with ``probe``, it is a look-up of the row's evaluation instead, for
+        a page read in order that stops after a few rows (see ``search._search_rows``).
+        """
         if isinstance(node, And):
-            return and_(*(self.rows(operand) for operand in node.operands))
+            return and_(*(self.rows(operand, probe=probe) for operand in node.operands))
         if isinstance(node, Or):
-            return or_(*(self.rows(operand) for operand in node.operands))
+            return or_(*(self.rows(operand, probe=probe) for operand in node.operands))
         if isinstance(node, Not):
             # NULL is false to a WHERE clause but would make NOT(...) NULL too, dropping rows
             # whose attribute is missing; coalescing here, not in every leaf, keeps a leaf
             # such as ``total_tokens > ?`` a plain test that an index can answer.
-            return not_(_never_null(self.rows(node.operand)))
+            return not_(_never_null(self.rows(node.operand, probe=probe)))
         if isinstance(node, Term):
             return self._text(node, with_output=True)
+        if probe and isinstance(node.attribute, EvaluationFacet):
+            found = self._evaluation_set(node.attribute, node, None, probe=True)
+            return _never_null(found.exists())
         return self._row_leaf(node)
+
+    def row_set(self, node: Expr[Facet], scope: Sequence[Condition], run: int | None) -> Any:
+        """The rows matching a query with evaluation terms, as a set of ``span_id`` rows.
+
+        A condition per row would test each row of the experiment against each evaluation
+        term, a probe of an index per row and term. Instead, as for records: each
+        evaluation term is one range of a covering index on ``evaluations`` (label, run,
+        value, span), the terms on the span's own columns are one condition over the
+        root-span index, and ``AND``, ``OR`` and ``NOT`` become ``INTERSECT``, ``UNION``
+        and ``EXCEPT``. ``scope`` selects the experiment's rows (of one run, where the
+        search names one); ``run``, the run that every match must be in, narrows each
+        evaluation range to it, which the intersection with that run would do anyway.
+        """
+        if not has_evaluation_terms(node):
+            return select(spans.c.span_id).where(*scope, self.rows(node))
+        if isinstance(node, And | Or):
+            plain = [operand for operand in node.operands if not has_evaluation_terms(operand)]
+            sets = [
+                self._row_member(operand, scope, run)
+                for operand in node.operands
+                if has_evaluation_terms(operand)
+            ]
+            combine = and_ if isinstance(node, And) else or_
+            if isinstance(node, And) and run is not None:
+                # Every evaluation range is narrowed to that run already, and evaluations
+                # are of the experiment's rows: the term would only add a set to intersect.
+                plain = [operand for operand in plain if required_run(operand) != run]
+            if plain:
+                condition = combine(*(self.rows(operand) for operand in plain))
+                sets.insert(0, select(spans.c.span_id).where(*scope, condition))
+            if len(sets) == 1:
+                return sets[0]
+            return intersect(*sets) if isinstance(node, And) else union(*sets)
+        if isinstance(node, Not):
+            every = select(spans.c.span_id).where(*scope)
+            return except_(every, self._row_member(node.operand, scope, run))
+        if isinstance(node, Term) or not isinstance(node.attribute, EvaluationFacet):
+            raise self._unsupported(node)  # has_evaluation_terms said it is one
+        return self._evaluation_set(node.attribute, node, run)
+
+    def _row_member(self, node: Expr[Facet], scope: Sequence[Condition], run: int | None) -> Any:
+        found = self.row_set(node, scope, run)
+        if isinstance(found, CompoundSelect):
+            # SQLite takes no parenthesised compound inside another: nest it as a subquery.
+            nested = found.subquery()
+            return select(nested.c.span_id)
+        return found
+
+    def _evaluation_set(
+        self, facet: EvaluationFacet, node: Any, run: int | None, *, probe: bool = False
+    ) -> Any:
+        """The spans whose evaluation ``facet.label`` matches, each value type's part in the
+        form that its partial index (``tables.EVALUATION_VALUE_INDEXES``) answers; with
+        ``probe``, the evaluation of the row being tested (by ``ix_evaluations_span``).
+
+        The parts of a score are disjoint, and a span has one evaluation per label (the
+        SDK refuses two evaluators of one label, the HTTP ledger two metrics), so the
+        set holds each span once without a costly ``UNION``'s sort.
+        """
+        table = evaluations
+        scope = [table.c.experiment_id == self.experiment_id, table.c.label == facet.label]
+        if run is not None:
+            scope.append(table.c.run_iteration == run)
+        if probe:
+            scope.append(table.c.span_id == spans.c.span_id)
+
+        def typed(column: str, condition: Any) -> Any:
+            usable = [table.c[column].is_not(None), table.c.error_type.is_(None)]
+            return select(table.c.span_id).where(*scope, *usable, condition)
+
+        metric_type = facet.metric_type
+        if metric_type == "score":
+            # A score label's boolean values count as 1 and 0, as in the reference.
+            return union_all(
+                typed(
+                    "score_value",
+                    self._number_leaf(table.c.score_value, facet, node, as_float=False),
+                ),
+                typed(
+                    "boolean_value",
+                    and_(
+                        table.c.score_value.is_(None),
+                        self._number_leaf(
+                            _boolean_number(table.c.boolean_value), facet, node, as_float=False
+                        ),
+                    ),
+                ),
+            )
+        if metric_type == "boolean":
+            return typed("boolean_value", self._boolean_leaf(table.c.boolean_value, node))
+        if metric_type == "categorical":
+            column = table.c.categorical_value
+            if isinstance(node, Comparison) and node.operator == "=":
+                return select(table.c.span_id).where(
+                    *scope, table.c.error_type.is_(None), _mode_is(column, node.value.text)
+                )
+            return select(table.c.span_id).where(
+                *scope, table.c.error_type.is_(None), self._text_leaf(column, node)
+            )
+        condition = self._json_leaf(self.json.at(table.c.json_value, ()), node)
+        return select(table.c.span_id).where(*scope, table.c.error_type.is_(None), condition)
 
     def _row_leaf(self, node: Any) -> Condition:
         facet = node.attribute
@@ -612,6 +722,32 @@ def _mode_is(column: Any, value: str) -> Any:
     if len(value) <= MODE_INDEX_LENGTH:
         return and_(func.length(column) <= MODE_INDEX_LENGTH, column == value)
     return column == value
+
+
+def has_evaluation_terms(node: Expr[Facet]) -> bool:
+    """Whether a row query tests an evaluation anywhere (see ``QueryCompiler.row_set``)."""
+    if isinstance(node, And | Or):
+        return any(has_evaluation_terms(operand) for operand in node.operands)
+    if isinstance(node, Not):
+        return has_evaluation_terms(node.operand)
+    return not isinstance(node, Term) and isinstance(node.attribute, EvaluationFacet)
+
+
+def required_run(node: Expr[Facet] | None) -> int | None:
+    """The run every match of a row query is in, where the query names one outright
+    (``run_iteration:N``, alone or as a term of the top ``AND``)."""
+    operands = node.operands if isinstance(node, And) else (node,)
+    for operand in operands:
+        if (
+            isinstance(operand, Comparison)
+            and operand.operator == "="
+            and isinstance(operand.attribute, RunFacet)
+            and operand.attribute.key == "run_iteration"
+        ):
+            number = operand.value.number
+            if number is not None and number == int(number):
+                return int(number)
+    return None
 
 
 def _selectivity_rank(node: Expr[Facet]) -> int:

@@ -213,8 +213,9 @@ evaluations = Table(
     # (experiment, label): a new experiment appends to one range per label, where a
     # record id in the key would scatter every insert across the index.
     Index("ix_evaluations_label", "experiment_id", "label"),
-    # A page of search results, or a record's detail, reads a few rows' evaluations.
-    Index("ix_evaluations_span", "experiment_id", "span_id"),
+    # A page of search results, or a record's detail, reads a few rows' evaluations; a
+    # page read in order tests each row's evaluation of a label (search_compile).
+    Index("ix_evaluations_span", "experiment_id", "span_id", "label"),
 )
 
 summary_evaluations = Table(
@@ -243,7 +244,8 @@ summary_evaluations = Table(
 
 # Per record and facet, the across-run aggregate that `@multi_run_avg` / `@multi_run_mode`
 # queries select on, so that they read one row per record instead of every run's rows.
-# Rebuilt by `aggregates.refresh_record_aggregates` when a query finds it stale.
+# Kept by `aggregates.refresh_record_aggregates` when a query finds it stale: only the
+# records whose rows or evaluations changed since the last refresh are recomputed.
 MODE_INDEX_LENGTH = 200
 """Modes up to this many characters are in the mode index (see ``ix_record_aggregates_mode``)."""
 
@@ -258,6 +260,10 @@ record_aggregates = Table(
     Column("errors", Integer, nullable=False),
     Column("mean", Float, nullable=True),
     Column("mode", Text, nullable=True),
+    # Evaluation facets: which kinds of value the record's evaluations of the label hold
+    # (``aggregates.KIND_BITS``). A refresh that recomputes only some records learns from
+    # the old and new bits how each label's tally of kinds changed (see experiment_facets).
+    Column("kinds", Integer, nullable=True),
     # Covering indexes for multi-run search, whose leaves are sets of (idx, record_id):
     # one range of an index each, in page order within one value (see search_compile).
     Index("ix_record_aggregates_mean", "experiment_id", "facet", "mean", "idx", "record_id"),
@@ -285,6 +291,11 @@ aggregate_state = Table(
     Column("evaluations", Integer, nullable=False),
     # How many records the rebuild found: the "of M" of a multi-run search.
     Column("records", Integer, nullable=False, server_default="0"),
+    # The highest ``spans.pk`` and ``evaluations.pk`` of the experiment that the aggregates
+    # include: the next refresh recomputes only the records of rows past them. NULL (a
+    # store migrated from before 0009) means unknown, and the next refresh rebuilds all.
+    Column("row_mark", BigInteger, nullable=True),
+    Column("evaluation_mark", BigInteger, nullable=True),
 )
 
 # Looked up by the HTTP ingestion (`store.sql.ingest`): a metric names its span by id, and a
@@ -302,9 +313,44 @@ Index(
     spans.c.total_tokens,
     spans.c.estimated_total_cost,
     spans.c.duration_ns,
+    # Last, so that a set of matching rows (a row query with evaluation terms, see
+    # search_compile) is read off this index without visiting the table.
+    spans.c.span_id,
     sqlite_where=text("parent_id IS NULL"),
     postgresql_where=text("parent_id IS NULL"),
 )
+# Row queries on evaluations (`run_iteration:1 @evaluations.custom.x:>0.5`): one range of
+# one of these covering indexes per term, (label, run, value, span) in the column of the
+# label's type. Partial, so that each evaluation is in one of them and an error in none;
+# a query repeats the condition (search_compile) so that the database may use them.
+EVALUATION_VALUE_INDEXES = {
+    "score_value": "ix_evaluations_score",
+    "boolean_value": "ix_evaluations_boolean",
+    "categorical_value": "ix_evaluations_categorical",
+}
+
+
+def evaluation_value_condition(column: str) -> str:
+    """The partial condition of ``column``'s index: a value of that type, not an error.
+
+    PostgreSQL cannot index arbitrarily long text: labels over ``MODE_INDEX_LENGTH``
+    characters stay out, as long modes do.
+    """
+    short = f" AND length({column}) <= {MODE_INDEX_LENGTH}" if column == "categorical_value" else ""
+    return f"{column} IS NOT NULL AND error_type IS NULL{short}"
+
+
+for _column, _name in EVALUATION_VALUE_INDEXES.items():
+    Index(
+        _name,
+        evaluations.c.experiment_id,
+        evaluations.c.label,
+        evaluations.c.run_iteration,
+        evaluations.c[_column],
+        evaluations.c.span_id,
+        sqlite_where=text(evaluation_value_condition(_column)),
+        postgresql_where=text(evaluation_value_condition(_column)),
+    )
 # The children of a trace, whose tokens and cost roll up onto its root. Partial: rows
 # without child spans (most of them) cost this index nothing.
 Index(
@@ -364,6 +410,10 @@ experiment_facets = Table(
     Column("kind", String(16), primary_key=True),
     Column("name", String(200), primary_key=True),
     Column("metric_type", String(16), nullable=True),
+    # Evaluation labels: how many records hold each kind of value (``aggregates.KIND_BITS``
+    # names), so that an incremental refresh keeps ``metric_type`` exact without reading
+    # every evaluation of the label again.
+    Column("record_kinds", JSON(none_as_null=True), nullable=True),
 )
 
 # Keys of `assay serve`. Only the SHA-256 hash of a key is kept, so a leaked store gives

@@ -1,0 +1,297 @@
+"""The hot queries read indexes, not whole tables: their plans on PostgreSQL and SQLite.
+
+Each hot read (the experiment summary, a multi-run search, a row-level search page and its
+count, the records page's record summaries) runs for real on a seeded store of three
+experiments, with its statements captured as the driver gets them; each statement is
+then explained (``EXPLAIN (FORMAT JSON)`` on PostgreSQL, ``EXPLAIN QUERY PLAN`` on
+SQLite, after ``ANALYZE``). The checks are on what a plan scans, not on its text: no
+statement reads the rows table (``spans``) or ``evaluations`` from end to end, and the
+indexes made for each read are among those it uses. PostgreSQL explains with sequential
+scans discouraged (``enable_seqscan = off``): on a test-sized store a sequential scan is
+often cheapest and rightly chosen, while the question here is whether an index *can*
+serve each statement, as it must at a million rows. Which exact plan the database picks
+beyond that is its business.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+from assay import LLMObs
+from assay.store.records import (
+    EvaluationRecord,
+    ExperimentSpec,
+    RowRecord,
+    RunInfo,
+    TraceRollup,
+)
+from assay.store.sql.backend import SqlBackend
+from assay.store.sql.browse import experiment_totals
+
+MULTI_RUN = (
+    "@multi_run_avg.@evaluations.custom.random_evaluator:>=0.5 "
+    "@multi_run_mode.@evaluations.custom.sentiment_evaluator:positive"
+)
+ROW_LEVEL = "run_iteration:1 @trace.total_tokens:>1000"
+RECORDS_PAGE = "@multi_run_mode.@status:*"
+"""What the web UI's records page searches for when the query box is empty."""
+BIG_TABLES = ("spans", "evaluations")
+RECORDS, RUNS = 1000, 2
+
+
+@dataclass
+class Plan:
+    """What the statements of one read scan: (table, index or None for a full scan)."""
+
+    scans: set[tuple[str, str | None]] = field(default_factory=set)
+    statements: list[tuple[str, set[tuple[str, str | None]]]] = field(default_factory=list)
+
+    def full_scans(self, tables: tuple[str, ...]) -> dict[str, str]:
+        """Table to the first statement that reads all of it (the failure's explanation)."""
+        found: dict[str, str] = {}
+        for statement, scans in self.statements:
+            for table, index in scans:
+                if table in tables and index is None:
+                    found.setdefault(table, statement)
+        return found
+
+    @property
+    def indexes(self) -> set[str]:
+        return {index for _, index in self.scans if index}
+
+    @property
+    def tables(self) -> set[str]:
+        return {table for table, _ in self.scans}
+
+
+def _postgresql_scans(node: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+    relation = node.get("Relation Name")
+    kind = node.get("Node Type")
+    if kind == "Seq Scan":
+        yield relation, None
+    elif relation is not None and node.get("Index Name"):  # Index Scan, Index Only Scan
+        yield relation, node["Index Name"]
+    elif kind == "Bitmap Index Scan":  # under a Bitmap Heap Scan of its table
+        yield _bitmap_table(node), node["Index Name"]
+    for child in node.get("Plans", ()):
+        yield from _postgresql_scans(child)
+
+
+def _bitmap_table(node: dict[str, Any]) -> str:
+    # A bitmap index scan names its index only; the index names say their table.
+    name = str(node["Index Name"])
+    for table in ("record_aggregates", "spans", "evaluations"):
+        if table in name:
+            return table
+    return name
+
+
+_SQLITE_SCAN = re.compile(r"^(SCAN|SEARCH) (\w+)(?: AS \w+)?(?: USING (?:COVERING )?INDEX (\w+))?")
+
+
+def _sqlite_scans(detail: str, aliases: dict[str, str]) -> Iterator[tuple[str, str | None]]:
+    found = _SQLITE_SCAN.match(detail)
+    if found is None:
+        return
+    kind, table, index = found.groups()
+    table = aliases.get(table, table)
+    if index is None and ("INTEGER PRIMARY KEY" in detail or "PRIMARY KEY" in detail):
+        index = "primary key"
+    if kind == "SCAN" and table in BIG_TABLES:
+        index = None  # SCAN reads all of it, in an index's order or not
+    yield table, index
+
+
+def explain(engine: Engine, statement: str, parameters: Any) -> set[tuple[str, str | None]]:
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            # On a few thousand rows a sequential scan is often cheapest, and PostgreSQL
+            # rightly takes it; what must hold at any size is that an index serves the
+            # statement, which is what it then picks when it can.
+            connection.execute(text("SET LOCAL enable_seqscan = off"))
+            [plan] = connection.exec_driver_sql(
+                "EXPLAIN (FORMAT JSON) " + statement, parameters
+            ).scalar_one()
+            return set(_postgresql_scans(plan["Plan"]))
+        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    aliases = dict(re.findall(r"\b(\w+) AS (\w+)", statement))
+    aliases = {alias: table for table, alias in aliases.items()}
+    scans: set[tuple[str, str | None]] = set()
+    for row in rows:
+        scans.update(_sqlite_scans(str(row[-1]), aliases))
+    return scans
+
+
+@contextmanager
+def planned(engine: Engine) -> Iterator[Plan]:
+    """Capture the SELECTs run inside the block, and explain them when it ends."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    plan = Plan()
+    try:
+        yield plan
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    for statement, parameters in captured:
+        scans = explain(engine, statement, parameters)
+        plan.statements.append((statement, scans))
+        plan.scans |= scans
+
+
+def seed(llmobs: type[LLMObs], name: str, rng: random.Random) -> str:
+    """An experiment of RECORDS x RUNS rows, three evaluators each, as benchmarks/scale.py's."""
+    backend = llmobs._backend
+    assert isinstance(backend, SqlBackend)
+    dataset = llmobs.create_dataset(
+        dataset_name=name, records=[{"input_data": {"n": i}} for i in range(RECORDS)]
+    )
+    project = backend.ensure_project("test-project")
+    runs = [RunInfo(str(uuid.uuid4()), n + 1) for n in range(RUNS)]
+    info = backend.create_experiment(
+        ExperimentSpec(
+            project_id=project.id,
+            dataset_id=dataset.id,
+            dataset_version=dataset.version,
+            name=name,
+            run_count=RUNS,
+        ),
+        runs,
+    )
+    rows = []
+    for run in runs:
+        for index, record in enumerate(dataset):
+            tokens = rng.randint(100, 2000)
+            rows.append(
+                RowRecord(
+                    experiment_id=info.id,
+                    run_iteration=run.run_iteration,
+                    record_id=record["record_id"],
+                    idx=index,
+                    span_id=str(rng.getrandbits(63)),
+                    trace_id=f"{rng.getrandbits(128):032x}",
+                    span_name="task",
+                    start_ns=1,
+                    duration_ns=rng.randint(10**6, 10**9),
+                    input_data={"n": index},
+                    output=f"answer {index}",
+                    expected_output=None,
+                    record_metadata={},
+                    tags=[],
+                    error=None,
+                    retries=0,
+                    evaluations=[
+                        EvaluationRecord("random_evaluator", "score", rng.random(), 0),
+                        EvaluationRecord(
+                            "sentiment_evaluator",
+                            "categorical",
+                            rng.choice(["positive", "negative", "neutral"]),
+                            0,
+                        ),
+                        EvaluationRecord("exact_match", "boolean", rng.random() < 0.7, 0),
+                    ],
+                    rollup=TraceRollup(total_tokens=tokens, estimated_total_cost=tokens * 150),
+                )
+            )
+    backend.write_rows(rows)
+    backend.refresh_aggregates(info.id)
+    return str(info.id)
+
+
+def analyze(engine: Engine) -> None:
+    """Statistics, and on PostgreSQL the visibility map index-only scans rely on: what
+    autovacuum gives a store that has been in use a while."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            autocommit.execute(text("VACUUM (ANALYZE)"))
+        else:
+            connection.execute(text("ANALYZE"))
+            connection.commit()
+
+
+@pytest.fixture
+def store(llmobs: type[LLMObs]) -> tuple[SqlBackend, str]:
+    """A store of three experiments; the middle one is searched."""
+    rng = random.Random(8)
+    ids = [seed(llmobs, f"plans-{n}", rng) for n in range(3)]
+    backend = llmobs._backend
+    assert isinstance(backend, SqlBackend)
+    analyze(backend.engine)
+    return backend, ids[1]
+
+
+def plan_of(backend: SqlBackend, read: Callable[[], Any]) -> Plan:
+    with planned(backend.engine) as plan:
+        read()
+    assert plan.statements, "the read ran no SELECT"
+    return plan
+
+
+def test_the_summary_reads_only_the_aggregates(store: tuple[SqlBackend, str]) -> None:
+    backend, experiment_id = store
+    plan = plan_of(backend, lambda: experiment_totals(backend.engine, [experiment_id]))
+    # One row per record and label, read whole: a scan of the experiment's aggregates (or
+    # of the table, when the experiment is most of it) is the plan, and it is O(records).
+    assert not plan.tables & set(BIG_TABLES), plan.scans
+
+
+def test_a_multi_run_search_reads_the_aggregate_indexes(store: tuple[SqlBackend, str]) -> None:
+    backend, experiment_id = store
+    plan = plan_of(backend, lambda: backend.search(experiment_id, MULTI_RUN, limit=50))
+    assert plan.full_scans((*BIG_TABLES, "record_aggregates")) == {}
+    assert {"ix_record_aggregates_mean", "ix_record_aggregates_mode"} <= plan.indexes, plan.scans
+    assert "evaluations" not in plan.tables, plan.scans
+
+
+def test_a_row_level_page_and_its_count_read_the_row_order_index(
+    store: tuple[SqlBackend, str],
+) -> None:
+    backend, experiment_id = store
+    plan = plan_of(backend, lambda: backend.search(experiment_id, ROW_LEVEL, limit=50))
+    page = backend.search(experiment_id, ROW_LEVEL, limit=50)
+    assert page.total > 50  # so the count ran, and was explained too
+    assert plan.full_scans(BIG_TABLES) == {}
+    assert "ix_spans_root_order" in plan.indexes, plan.scans
+
+
+@pytest.mark.parametrize(
+    ("query", "wanted"),
+    [
+        ("run_iteration:1 @evaluations.custom.random_evaluator:>0.5", "ix_evaluations_score"),
+        ("@evaluations.custom.exact_match:false", "ix_evaluations_boolean"),
+        (
+            "@evaluations.custom.sentiment_evaluator:positive @trace.total_tokens:>1000",
+            "ix_evaluations_categorical",
+        ),
+    ],
+)
+def test_row_queries_on_evaluations_read_the_typed_value_indexes(
+    store: tuple[SqlBackend, str], query: str, wanted: str
+) -> None:
+    """Each evaluation term is one range of its type's covering index; the page reads the
+    rows in order and looks up each row's evaluation by (span, label)."""
+    backend, experiment_id = store
+    plan = plan_of(backend, lambda: backend.search(experiment_id, query, limit=50))
+    assert backend.search(experiment_id, query, limit=50).total > 50
+    assert plan.full_scans(BIG_TABLES) == {}
+    assert {wanted, "ix_spans_root_order"} <= plan.indexes, plan.scans
+
+
+def test_the_records_page_reads_each_record_by_key(store: tuple[SqlBackend, str]) -> None:
+    backend, experiment_id = store
+    plan = plan_of(backend, lambda: backend.search(experiment_id, RECORDS_PAGE, limit=25))
+    assert plan.full_scans((*BIG_TABLES, "record_aggregates")) == {}
