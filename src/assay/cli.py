@@ -50,6 +50,7 @@ from assay.config import (
 from assay.config import database_url as default_database_url
 from assay.demo import DEMO_QUESTIONS, run_demo
 from assay.errors import AssayError, ConfigurationError, QueryError
+from assay.execution.executor import EXECUTOR, EXECUTORS
 from assay.execution.progress import RichProgress, default_display
 from assay.store import open_backend
 from assay.store.backend import Backend
@@ -65,7 +66,8 @@ def _settings_epilog(*settings: Setting) -> str:
 
 
 _STORE_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL)
-_RUN_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL, PROGRESS, RESUME, SERVER_URL)
+_RUN_EPILOG = _settings_epilog(ASSAY_HOME, DATABASE_URL, PROGRESS, RESUME, EXECUTOR, SERVER_URL)
+_RAY_ADDRESS = "RAY_ADDRESS"  # Ray's own: ray.init() with no address connects to it
 
 
 class _AssayGroup(TyperGroup):
@@ -276,6 +278,23 @@ def run(
             "only missing (record, run) pairs run. Sets ASSAY_RESUME=1 for the script.",
         ),
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            metavar="|".join(EXECUTORS),
+            help="Where the script's experiments compute their rows, unless the script says: "
+            "threads in this process, or ray (Ray tasks). Sets ASSAY_EXECUTOR for the script.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="The Ray cluster to run on with --executor ray (e.g. ray://head:10001 or "
+            "head:6379); default: RAY_ADDRESS, else a local Ray. Sets RAY_ADDRESS.",
+        ),
+    ] = None,
 ) -> None:
     """Run a Python script as `__main__`, with a progress bar for its experiments.
 
@@ -289,6 +308,12 @@ def run(
         _usage_error(f"no such file {file!r}", param="FILE")
     if path.is_dir() or path.suffix != ".py":
         _usage_error(f"{file!r} is not a Python script (a .py file)", param="FILE")
+    if executor is not None and executor not in EXECUTORS:
+        _usage_error(
+            f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}", param="--executor"
+        )
+    if address is not None and (executor or EXECUTOR.value()) != "ray":
+        _usage_error("it names a Ray cluster: add --executor ray", param="--address")
     script = str(path.resolve())
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     forced_progress = PROGRESS.env not in os.environ
@@ -296,9 +321,14 @@ def run(
     # user set ASSAY_PROGRESS themselves.
     if forced_progress:
         os.environ[PROGRESS.env] = "1"
-    saved_resume = os.environ.get(RESUME.env)
-    if resume:
-        os.environ[RESUME.env] = "1"
+    overrides = {
+        RESUME.env: "1" if resume else None,
+        EXECUTOR.env: executor,
+        _RAY_ADDRESS: address,
+    }
+    saved = {name: os.environ.get(name) for name, value in overrides.items() if value}
+    for name in saved:
+        os.environ[name] = str(overrides[name])
     sys.argv = [file, *(args or [])]
     sys.path.insert(0, str(path.resolve().parent))
     try:
@@ -311,11 +341,11 @@ def run(
         sys.path[:] = saved_path
         if forced_progress:
             os.environ.pop(PROGRESS.env, None)
-        if resume:
-            if saved_resume is None:
-                os.environ.pop(RESUME.env, None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
             else:
-                os.environ[RESUME.env] = saved_resume
+                os.environ[name] = value
 
 
 def _script_traceback(error: BaseException, script: str) -> str:

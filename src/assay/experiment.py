@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,16 @@ from assay.execution.callables import (
     Task,
     check_unique_labels,
 )
-from assay.execution.engine import Engine, Outcome, RunPlan, default_retry_delay, run_coroutine
+from assay.execution.engine import (
+    Engine,
+    Outcome,
+    RunPlan,
+    default_retry_delay,
+    run_coroutine,
+)
+from assay.execution.executor import ExecutorName, choose_executor
 from assay.execution.progress import ProgressDisplay, default_display
+from assay.execution.ray_executor import RayRows
 from assay.execution.writer import ResultWriter
 from assay.gitinfo import git_tags
 from assay.rerun import MissingTaskStrategy, rerun_evaluators
@@ -82,6 +91,9 @@ class RunOptions:
     """US dollars of estimated cost after which no new call starts."""
     resume: bool | None = None
     display: ProgressDisplay | None = None
+    executor: ExecutorName = "threads"
+    ray_options: Mapping[str, Any] | None = None
+    """Ray task options (``num_cpus``, ``num_gpus``, ``memory``, ``max_retries``...)."""
 
     def __post_init__(self) -> None:
         _check_int("jobs", self.jobs, 1)
@@ -97,6 +109,8 @@ class RunOptions:
             ):
                 unit = "seconds" if name == "timeout" else "US dollars"
                 raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
+        if self.ray_options is not None and self.executor != "ray":
+            raise ValueError("ray_options apply to executor='ray' only; add executor='ray'")
 
 
 class _ExperimentBase:
@@ -198,6 +212,7 @@ class _ExperimentBase:
                 f"Dataset {dataset.name!r} has local changes that are not pushed; call "
                 "dataset.push() first so the experiment runs on a stored version"
             )
+        remote = self._connect(options) if options.executor == "ray" else None
         records = [
             StoredRecord(
                 record_id=record["record_id"],
@@ -278,13 +293,26 @@ class _ExperimentBase:
             stored_rows=stored_rows,
             summarized_runs=summarized,
         )
+        if remote is not None:
+            remote.start(plan)
         engine = Engine(
             plan,
             writer,
             display=options.display if options.display is not None else default_display(),
             description=f"{self.name} ({len(records)} records x {self._runs} runs)",
+            remote=remote,
         )
         return engine, writer
+
+    def _connect(self, options: RunOptions) -> RayRows:
+        """Join the Ray cluster, having checked that the task and evaluators can travel."""
+        assert self._task is not None
+        return RayRows.connect(
+            task=self._task,
+            evaluators=self._evaluators,
+            retry_delay=options.retry_delay or default_retry_delay,
+            ray_options=options.ray_options,
+        )
 
     def _conclude(self, engine: Engine, writer: ResultWriter, outcome: Outcome | None) -> None:
         """Flush, set the final status, build the result; raise what must be raised."""
@@ -349,7 +377,9 @@ class _ExperimentBase:
         """Run the engine to the end from sync code, conclude, re-raise a Ctrl-C."""
         outcome: Outcome | None = None
         try:
-            if engine.plan.task.is_async:
+            if engine.remote is not None:
+                outcome = engine.run_remote()
+            elif engine.plan.task.is_async:
                 outcome = run_coroutine(engine.run_async())
             else:
                 outcome = engine.run_threads()
@@ -527,6 +557,8 @@ class SyncExperiment(_ExperimentBase):
         budget: float | None = None,
         resume: bool | None = None,
         display: ProgressDisplay | None = None,
+        executor: ExecutorName | None = None,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> ExperimentResult:
         """Run the task over every record ``runs`` times, evaluate, store, return the rows.
 
@@ -547,6 +579,12 @@ class SyncExperiment(_ExperimentBase):
         call that takes longer (seconds). ``budget`` (US dollars of estimated cost) stops
         starting new calls once passed; the experiment is then ``interrupted`` and can be
         resumed.
+
+        ``executor="ray"`` computes the (record, run) pairs as Ray tasks on the cluster of
+        ``ray.init(...)`` (else ``RAY_ADDRESS``, else a local Ray), with ``ray_options``
+        (``num_cpus``, ``num_gpus``, ``memory``, ``max_retries``...) for each task; rows
+        are the same as with threads. Default: the ``ASSAY_EXECUTOR`` setting, else
+        ``"threads"``. See the Ray docs page.
         """
         engine, writer = self._prepare(
             RunOptions(
@@ -559,6 +597,8 @@ class SyncExperiment(_ExperimentBase):
                 budget=budget,
                 resume=resume,
                 display=display,
+                executor=choose_executor(executor),
+                ray_options=ray_options,
             )
         )
         return self._execute_blocking(engine, writer)
@@ -581,6 +621,8 @@ class Experiment(_ExperimentBase):
         budget: float | None = None,
         resume: bool | None = None,
         display: ProgressDisplay | None = None,
+        executor: ExecutorName | None = None,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> ExperimentResult:
         """Run on the caller's event loop; see :meth:`SyncExperiment.run`."""
         engine, writer = self._prepare(
@@ -594,11 +636,17 @@ class Experiment(_ExperimentBase):
                 budget=budget,
                 resume=resume,
                 display=display,
+                executor=choose_executor(executor),
+                ray_options=ray_options,
             )
         )
         outcome: Outcome | None = None
         try:
-            outcome = await engine.run_async()
+            if engine.remote is not None:
+                # Waiting on Ray blocks: keep this loop free for the caller's other work.
+                outcome = await asyncio.to_thread(engine.run_remote)
+            else:
+                outcome = await engine.run_async()
         finally:
             self._conclude(engine, writer, outcome)
         assert self.result is not None

@@ -7,6 +7,8 @@ on exactly ``jobs`` threads that each take a pair, call the task and its sync ev
 and hand the row to the writer: one hop per pair, not one per call. Async tasks run as
 ``jobs`` coroutines on the caller's event loop. Computing a row is
 :class:`~assay.execution.rows.RowExecutor`'s job; this module schedules and keeps count.
+With a :class:`RemoteRows` (the Ray executor) rows are computed elsewhere and this process
+only hands out pairs, keeps count, writes and runs summary evaluators.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from assay.errors import ExperimentError
 from assay.execution.callables import (
@@ -37,7 +39,45 @@ from assay.store.records import EvaluationRecord, RowRecord
 
 logger = logging.getLogger("assay")
 
-__all__ = ["Engine", "Outcome", "RetryDelay", "RunPlan", "default_retry_delay", "run_coroutine"]
+__all__ = [
+    "Engine",
+    "Outcome",
+    "RemoteRows",
+    "RetryDelay",
+    "RunPlan",
+    "default_retry_delay",
+    "run_coroutine",
+]
+
+
+class RemoteCollected(Protocol):
+    @property
+    def rows(self) -> list[tuple[int, int, RowRecord]]: ...
+    @property
+    def failure(self) -> BaseException | None: ...
+
+
+class RemoteRows(Protocol):
+    """Computes the rows of (run index, record index) pairs somewhere else (a cluster)."""
+
+    @property
+    def in_flight(self) -> int:
+        """Batches of pairs submitted and not collected yet."""
+        ...
+
+    def room(self, remaining: int) -> int:
+        """How many of the ``remaining`` pairs to submit as the next batch; 0: not now."""
+        ...
+
+    def submit(self, pairs: list[tuple[int, int]]) -> None: ...
+
+    def collect(self, timeout: float) -> RemoteCollected:
+        """The rows of finished batches (waiting up to ``timeout`` s), and any failure."""
+        ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Engine:
@@ -50,8 +90,10 @@ class Engine:
         *,
         display: ProgressDisplay | None = None,
         description: str = "experiment",
+        remote: RemoteRows | None = None,
     ) -> None:
         self.plan = plan
+        self.remote = remote
         self.writer = writer
         self.display = display or NoProgress()
         self.description = description
@@ -264,6 +306,63 @@ class Engine:
             self.outcome.interrupted = True
             raise self._fatal
         return self.outcome
+
+    def run_remote(self) -> Outcome:
+        """Execute on :attr:`remote`: pairs go out in batches, rows come back to the writer.
+
+        Summary evaluators run on one thread of this process as each run completes, so
+        handing out pairs never waits for them. Ctrl-C stops handing out pairs and waits
+        for the batches in flight; a second one abandons them.
+        """
+        remote = self.remote
+        assert remote is not None
+        summaries = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assay-summaries")
+        self.display.start(self.description, self.counter)
+        try:
+            for run_index in self._runs_to_summarize_first():
+                self._summaries_sync(run_index)
+            try:
+                self._exchange(remote, summaries)
+            except KeyboardInterrupt:
+                self._stop = True
+                self.outcome.interrupted = True
+                try:
+                    while remote.in_flight:
+                        self._collect(remote, summaries)
+                except KeyboardInterrupt:
+                    remote.cancel()
+        finally:
+            summaries.shutdown(wait=True)
+            self.display.stop()
+            remote.close()
+            self.rows.close()
+        if self._fatal is not None:
+            self.outcome.interrupted = True
+            raise self._fatal
+        return self.outcome
+
+    def _exchange(self, remote: RemoteRows, summaries: ThreadPoolExecutor) -> None:
+        while True:
+            while not (self._stop or self.writer.failed) and (
+                size := remote.room(len(self._pairs))
+            ):
+                remote.submit([self._pairs.popleft() for _ in range(min(size, len(self._pairs)))])
+            if not remote.in_flight:
+                return
+            self._collect(remote, summaries)
+
+    def _collect(self, remote: RemoteRows, summaries: ThreadPoolExecutor) -> None:
+        collected = remote.collect(timeout=0.1)
+        for run_index, record_index, row in collected.rows:
+            if self.outcome.rows[run_index][record_index] is not None:
+                continue  # a pair is written once, whatever a cluster sends back twice
+            if self._finish(run_index, record_index, row):
+                summaries.submit(self._summaries_sync, run_index)
+        if collected.failure is not None:
+            with self._lock:
+                self._fatal = self._fatal or collected.failure
+            self._stop = True
+        self.display.refresh()
 
     async def run_async(self) -> Outcome:
         """Execute with ``jobs`` coroutines on the running loop (async tasks)."""

@@ -1,0 +1,34 @@
+"""Which executor computes the rows: threads in this process (the default) or a Ray cluster.
+
+The choice is made per ``run()`` (``executor=``), else by ``ASSAY_EXECUTOR`` (what
+``assay run --executor`` sets), so a script runs on a cluster without being edited.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from assay.config import Setting
+
+ExecutorName = Literal["threads", "ray"]
+
+EXECUTORS: tuple[ExecutorName, ...] = ("threads", "ray")
+
+EXECUTOR = Setting(
+    name="executor",
+    env="ASSAY_EXECUTOR",
+    default="threads",
+    help="Where experiment.run() computes rows when not told: threads (this process) or "
+    "ray (tasks on the Ray cluster of ray.init(), RAY_ADDRESS, or a local one); what "
+    "`assay run --executor` sets.",
+)
+
+
+def choose_executor(name: str | None) -> ExecutorName:
+    """``name``, or the ``ASSAY_EXECUTOR`` setting when None; checked."""
+    chosen = EXECUTOR.value() if name is None else name
+    for known in EXECUTORS:
+        if chosen == known:
+            return known
+    source = f"{EXECUTOR.env}={chosen!r}" if name is None else f"executor={chosen!r}"
+    raise ValueError(f"Unknown executor in {source}: use one of {', '.join(EXECUTORS)}")
