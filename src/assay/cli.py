@@ -41,6 +41,7 @@ from assay.cli_render import (
 from assay.config import (
     ASSAY_HOME,
     DATABASE_URL,
+    EXECUTOR,
     PROGRESS,
     RESUME,
     SERVER_URL,
@@ -50,7 +51,7 @@ from assay.config import (
 from assay.config import database_url as default_database_url
 from assay.demo import DEMO_QUESTIONS, run_demo
 from assay.errors import AssayError, ConfigurationError, QueryError
-from assay.execution.executor import EXECUTOR, EXECUTORS
+from assay.execution.executor import EXECUTORS
 from assay.execution.progress import RichProgress, default_display
 from assay.store import open_backend
 from assay.store.backend import Backend

@@ -86,12 +86,22 @@ RESUME = Setting(
     "(what `assay run --resume` sets).",
 )
 
+EXECUTOR = Setting(
+    name="executor",
+    env="ASSAY_EXECUTOR",
+    default="threads",
+    help="Where experiment.run() computes rows when not told: threads (this process) or "
+    "ray (tasks on the Ray cluster of ray.init(), RAY_ADDRESS, or a local one); what "
+    "`assay run --executor` sets.",
+)
+
 SETTINGS: tuple[Setting, ...] = (
     ASSAY_HOME,
     DATABASE_URL,
     SERVER_URL,
     PROGRESS,
     RESUME,
+    EXECUTOR,
     PROJECT_NAME,
     SITE,
     API_KEY,

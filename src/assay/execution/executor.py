@@ -8,20 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from assay.config import Setting
+from assay.config import EXECUTOR
 
 ExecutorName = Literal["threads", "ray"]
 
 EXECUTORS: tuple[ExecutorName, ...] = ("threads", "ray")
-
-EXECUTOR = Setting(
-    name="executor",
-    env="ASSAY_EXECUTOR",
-    default="threads",
-    help="Where experiment.run() computes rows when not told: threads (this process) or "
-    "ray (tasks on the Ray cluster of ray.init(), RAY_ADDRESS, or a local one); what "
-    "`assay run --executor` sets.",
-)
 
 
 def choose_executor(name: str | None) -> ExecutorName:
