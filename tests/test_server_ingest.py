@@ -13,6 +13,7 @@ import random
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from assay import EvaluatorResult, LLMObs
 from assay.aggregation import summarize_summary_evaluations
+from assay.errors import ExperimentNotFoundError
 from assay.evaluation import metric_type_of
 from assay.experiment import pulled_experiment
 from assay.pricing import estimate_cost
@@ -27,9 +29,11 @@ from assay.server import create_app
 from assay.store.records import EvaluationRecord, RowRecord
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.ingest import (
+    EventBatch,
     IncomingMetric,
     IncomingSpan,
     IngestError,
+    IngestWriter,
     ingest_metrics,
     ingest_spans,
     placeholder_run_id,
@@ -495,6 +499,56 @@ def test_ingest_functions_take_parsed_spans_and_metrics(
     with pytest.raises(IngestError) as caught:
         ingest_spans(backend.engine, experiment_id, [span, orphan])
     assert (caught.value.collection, caught.value.index, caught.value.field) == ("spans", 1, "tags")
+
+
+def test_grouped_requests_fail_alone_and_see_each_other(
+    client: TestClient, backend: SqlBackend
+) -> None:
+    """Jobs queued together share a transaction: a bad one fails alone and writes nothing,
+    a metric finds its span in the same group, and a re-post inside the group is a
+    duplicate, as when the requests are written one after another."""
+    experiment_id, records = setup_experiment(client, records=4)
+    writer = IngestWriter(backend.engine)
+
+    def span(n: int, *, run: int = 1) -> IncomingSpan:
+        tags = (f"dataset_record_id:{records[n]}", f"run_iteration:{run}")
+        return IncomingSpan(
+            span_id=str(n + 1), trace_id=TRACE, name="task", start_ns=1, duration_ns=1, tags=tags
+        )
+
+    def metric(n: int) -> IncomingMetric:
+        return IncomingMetric(
+            label="m", metric_type="score", value=n, timestamp_ms=5, span_id=str(n + 1)
+        )
+
+    jobs = [
+        {experiment_id: EventBatch(metrics=[metric(0), metric(1)])},
+        {experiment_id: EventBatch(spans=[span(0), span(1)])},
+        {experiment_id: EventBatch(spans=[span(2, run=9)])},  # run_count is 2
+        {experiment_id: EventBatch(spans=[span(0)], metrics=[metric(2)])},
+        {"no-such-experiment": EventBatch(spans=[span(3)])},
+    ]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # submitted together, so mostly one group
+        futures = list(pool.map(lambda batches: writer.submit(batches), jobs))
+    writer.stop()
+    early = futures[0].result().results[experiment_id]
+    assert early.pending + early.evaluations == 2  # which of the two depends on the grouping
+    assert futures[1].result().results[experiment_id].spans == 2
+    with pytest.raises(IngestError):
+        futures[2].result()
+    again = futures[3].result().results[experiment_id]
+    assert (again.spans, again.duplicate_spans, again.pending) == (0, 1, 1)
+    with pytest.raises(ExperimentNotFoundError):
+        futures[4].result()
+    rows = backend.experiment_rows(experiment_id)
+    assert [(row.record_id, [e.value for e in row.evaluations]) for row in rows] == [
+        (records[0], [0]),
+        (records[1], [1]),
+    ]
+    # Skipping unknown experiments (the span intake) is per job, too.
+    skipped = writer.submit({"no-such-experiment": EventBatch(spans=[span(3)])}, skip_unknown=True)
+    assert skipped.result().unknown == ["no-such-experiment"]
+    writer.stop()
 
 
 # The same aggregates as an SDK run ---------------------------------------------------------

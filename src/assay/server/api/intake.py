@@ -10,29 +10,32 @@ traces.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
+from starlette.concurrency import run_in_threadpool
 
 from assay.server.api.events import ingest_error
 from assay.server.auth import Caller
-from assay.server.dependencies import Store
+from assay.server.dependencies import Store, Writer
 from assay.server.jsonapi import JsonApiResponse
 from assay.server.wire import IntakeEvent
-from assay.store.sql.ingest import EventBatch, IncomingSpan, IngestError, ingest_batches
+from assay.store.sql.ingest import EventBatch, IncomingSpan, IngestError, IngestResult
 from assay.store.sql.ingest.model import tag_dict
-from assay.store.sql.lookups import existing_experiments, experiment_projects
+from assay.store.sql.lookups import experiment_projects
 
 router = APIRouter(tags=["span intake"])
 logger = logging.getLogger("assay.server")
 
 
 @router.post("/api/v2/llmobs", status_code=202, summary="Post spans (ddtrace's span writer)")
-def post_spans(
-    events: Annotated[list[IntakeEvent], Body()], store: Store, caller: Caller
+async def post_spans(
+    events: Annotated[list[IntakeEvent], Body()], store: Store, caller: Caller, writer: Writer
 ) -> JsonApiResponse:
+    # Async and group-committed, as the experiment events post (see there).
     groups: dict[str, list[tuple[int, int, IncomingSpan]]] = defaultdict(list)
     total = ignored = 0
     for event_index, event in enumerate(events):
@@ -44,20 +47,16 @@ def post_spans(
             else:
                 ignored += 1
     if caller.limited:
-        owners = experiment_projects(store.engine, sorted(groups))
-        known = {key for key, project_id in owners.items() if caller.sees(project_id)}
-    else:
-        known = existing_experiments(store.engine, sorted(groups))
-    for experiment_id in sorted(set(groups) - known):
-        logger.warning(
-            "span intake: %d span(s) of unknown experiment %s ignored",
-            len(groups[experiment_id]),
-            experiment_id,
-        )
-        ignored += len(groups.pop(experiment_id))
+        owners = await run_in_threadpool(experiment_projects, store.engine, sorted(groups))
+        for experiment_id in sorted(groups):
+            if not caller.sees(owners.get(experiment_id, "")):
+                _ignore(experiment_id, len(groups[experiment_id]))
+                ignored += len(groups.pop(experiment_id))
     batches = {key: EventBatch(spans=[item[2] for item in items]) for key, items in groups.items()}
+    if not batches:
+        return _answer(total=total, ignored=ignored, results={})
     try:
-        results = ingest_batches(store.engine, batches) if batches else {}
+        ingested = await asyncio.wrap_future(writer.submit(batches, skip_unknown=True))
     except IngestError as error:
         items = groups[error.experiment_id or ""]
         if error.index is None or error.experiment_id is None:
@@ -65,6 +64,17 @@ def post_spans(
         event_index, span_index, _ = items[error.index]
         error.collection, error.index = "spans", span_index
         raise ingest_error(error, prefix=(event_index,)) from error
+    for experiment_id in ingested.unknown:
+        _ignore(experiment_id, len(groups[experiment_id]))
+        ignored += len(groups[experiment_id])
+    return _answer(total=total, ignored=ignored, results=ingested.results)
+
+
+def _ignore(experiment_id: str, count: int) -> None:
+    logger.warning("span intake: %d span(s) of unknown experiment %s ignored", count, experiment_id)
+
+
+def _answer(*, total: int, ignored: int, results: dict[str, IngestResult]) -> JsonApiResponse:
     meta: dict[str, Any] = {
         "spans": total,
         "stored": sum(result.spans for result in results.values()),

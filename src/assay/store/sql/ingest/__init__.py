@@ -23,11 +23,13 @@ see the same rows as after an SDK run:
   event tagged with the client's ``run_id`` for that run arrives.
 
 **Order and concurrency.** Each call validates everything first (an error writes
-nothing), then writes in one transaction, then, after the commit, looks once more for the
-other half: pending metrics of the spans it stored, spans of the metrics it left pending,
-children of the traces it touched. Whichever of two concurrent posts commits last sees the
-other's rows, so nothing waits for ever; moving a pending metric claims it first
-(``UPDATE ... WHERE pending``), so two movers never store it twice.
+nothing), then writes in one transaction, moving there the pending metrics of the spans
+it stored, then, after the commit, looks once more for the other half: spans of the
+metrics it left pending, metrics now pending for the spans it stored, children of the
+traces it touched. Whichever of two concurrent writers commits last sees the other's
+rows, so nothing waits for ever; moving a pending metric claims it first (``UPDATE ...
+WHERE pending``), so two movers never store it twice. The server writes the requests of
+many clients through one ``IngestWriter`` (``group``), many requests to a transaction.
 
 **Idempotency.** ddtrace retries a request that timed out or got a 5xx. A span is known
 by ``(experiment, span_id)`` (and a root by its ``(run, record)``), a metric by
@@ -39,12 +41,11 @@ keeps the latest.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
-from assay.store.sql.ingest.followup import adopt_pending, roll_up
+from assay.store.sql.ingest.group import Ingested, IngestWriter, write_batches
 from assay.store.sql.ingest.model import (
     EventBatch,
     IncomingMetric,
@@ -53,8 +54,7 @@ from assay.store.sql.ingest.model import (
     IngestResult,
     placeholder_run_id,
 )
-from assay.store.sql.ingest.plan import Plan, plan_batch
-from assay.store.sql.ingest.write import ensure_runs, in_transaction, write_plan
+from assay.store.sql.ingest.write import ensure_runs
 
 __all__ = [
     "EventBatch",
@@ -62,12 +62,15 @@ __all__ = [
     "IncomingSpan",
     "IngestError",
     "IngestResult",
+    "IngestWriter",
+    "Ingested",
     "ensure_runs",
     "ingest_batches",
     "ingest_events",
     "ingest_metrics",
     "ingest_spans",
     "placeholder_run_id",
+    "write_batches",
 ]
 
 
@@ -106,36 +109,4 @@ def ingest_events(
 
 def ingest_batches(engine: Engine, batches: Mapping[str, EventBatch]) -> dict[str, IngestResult]:
     """Batches of several experiments (one span intake request) in one transaction."""
-    # Each plan's write ends by updating its experiment's row (the counters), which
-    # PostgreSQL locks until the commit. Two requests that lock two experiments in
-    # opposite orders deadlock, so every transaction takes them in id order.
-    ordered = sorted(batches.items())
-    with engine.connect() as connection:
-        plans = [plan_batch(connection, key, batch) for key, batch in ordered]
-    results = in_transaction(engine, functools.partial(_write_all, plans=plans))
-    for plan in plans:
-        _follow_up(engine, plan, results[plan.experiment.id])
-    return results
-
-
-def _write_all(connection: Connection, *, plans: Sequence[Plan]) -> dict[str, IngestResult]:
-    return {plan.experiment.id: write_plan(connection, plan) for plan in plans}
-
-
-def _follow_up(engine: Engine, plan: Plan, result: IngestResult) -> None:
-    """After the commit, the other half (see the module docstring)."""
-    experiment_id = plan.experiment.id
-    span_ids = [key.span_id for key in plan.span_keys if key.is_root]
-    span_ids.extend(span_id for span_id, _ in plan.pending)
-    if span_ids:
-        moved = in_transaction(
-            engine,
-            functools.partial(adopt_pending, experiment_id=experiment_id, span_ids=span_ids),
-        )
-        result.evaluations += len(moved)
-        result.pending -= len(plan.pending & moved)
-    if plan.trace_ids:
-        in_transaction(
-            engine,
-            functools.partial(roll_up, experiment_id=experiment_id, trace_ids=plan.trace_ids),
-        )
+    return write_batches(engine, batches).results

@@ -8,7 +8,7 @@ other (see ``assay.store.sql.ingest``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Text, cast, null, select, update
@@ -38,18 +38,27 @@ _STORED_VALUES = [_as_stored(name) for name in EVALUATION_VALUE_COLUMNS]
 
 
 def adopt_pending(
-    connection: Connection, *, experiment_id: str, span_ids: Sequence[str]
+    connection: Connection,
+    *,
+    experiment_id: str,
+    span_ids: Sequence[str] = (),
+    roots: Mapping[str, Any] | None = None,
+    count: bool = True,
 ) -> set[tuple[str, str]]:
     """Move the pending metrics of these spans that are stored now into ``evaluations``.
 
     Each is claimed first (``pending`` true to false in one statement), so two callers
-    never move one twice. Returns the (span_id, label) of each metric moved.
+    never move one twice. Returns the (span_id, label) of each metric moved. ``roots``
+    (span id to its ``run_iteration`` and ``record_id``) names spans known to be stored
+    instead of ``span_ids``; ``count=False`` leaves the experiment's counters to the
+    caller.
     """
     # The stored spans first: after a metrics post, whose spans are seldom stored yet,
     # that one look-up is all. Each look-up names its keys outright; an INSERT ... SELECT
     # joined to the spans would leave its plan to PostgreSQL's statistics, which lag
     # behind tables that are filling up, and a bad plan reads every span of the store.
-    roots = stored_roots(connection, experiment_id, span_ids)
+    if roots is None:
+        roots = stored_roots(connection, experiment_id, span_ids)
     waiting: list[Any] = []
     for chunk in chunks(sorted(roots)):
         waiting.extend(
@@ -81,9 +90,29 @@ def adopt_pending(
             rows.append((experiment_id, span.run_iteration, span.record_id, *row[1:]))
             moved.add((row.span_id, row.label))
     bulk_insert(connection, evaluation_table, EVALUATION_COLUMNS).execute(connection, rows)
-    if rows:
+    if rows and count:
         count_written(connection, experiment_id, 0, len(rows))
     return moved
+
+
+def pending_span_ids(
+    connection: Connection, experiment_id: str, span_ids: Sequence[str]
+) -> set[str]:
+    """Which of these spans have metrics waiting for them."""
+    found: set[str] = set()
+    for chunk in chunks(span_ids):
+        found.update(
+            connection.execute(
+                select(posted_evaluations.c.span_id)
+                .where(
+                    posted_evaluations.c.experiment_id == experiment_id,
+                    posted_evaluations.c.span_id.in_(chunk),
+                    posted_evaluations.c.pending.is_(True),
+                )
+                .distinct()
+            ).scalars()
+        )
+    return found
 
 
 def roll_up(connection: Connection, *, experiment_id: str, trace_ids: set[str]) -> None:

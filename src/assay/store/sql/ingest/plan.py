@@ -66,27 +66,55 @@ class Plan:
     """(span_id, label) of the metrics the write left pending."""
 
 
-def plan_batch(connection: Connection, experiment_id: str, batch: EventBatch) -> Plan:
-    """Check one experiment's batch; raises ``IngestError`` or ``ExperimentNotFoundError``."""
+def plan_batch(
+    connection: Connection,
+    experiment_id: str,
+    batch: EventBatch,
+    *,
+    known: dict[str, ExperimentRef | None] | None = None,
+) -> Plan:
+    """Check one experiment's batch; raises ``IngestError`` or ``ExperimentNotFoundError``.
+
+    ``known`` holds the experiments already looked up in this transaction (None for one
+    that does not exist); the look-up of this one is added to it.
+    """
     try:
-        return _checked(connection, experiment_id, batch)
+        return _checked(connection, experiment_id, batch, {} if known is None else known)
     except IngestError as error:
         error.experiment_id = experiment_id
         raise
 
 
-def _checked(connection: Connection, experiment_id: str, batch: EventBatch) -> Plan:
-    row = connection.execute(
-        select(
-            experiments.c.id,
-            experiments.c.run_count,
-            experiments.c.dataset_id,
-            experiments.c.dataset_version,
-        ).where(experiments.c.id == experiment_id)
-    ).first()
-    if row is None:
+def _experiment(
+    connection: Connection, experiment_id: str, known: dict[str, ExperimentRef | None]
+) -> ExperimentRef:
+    if experiment_id not in known:
+        row = connection.execute(
+            select(
+                experiments.c.id,
+                experiments.c.run_count,
+                experiments.c.dataset_id,
+                experiments.c.dataset_version,
+            ).where(experiments.c.id == experiment_id)
+        ).first()
+        known[experiment_id] = (
+            None
+            if row is None
+            else ExperimentRef(row.id, row.run_count, row.dataset_id, row.dataset_version)
+        )
+    found = known[experiment_id]
+    if found is None:
         raise ExperimentNotFoundError(f"No experiment with id {experiment_id!r}")
-    plan = Plan(ExperimentRef(row.id, row.run_count, row.dataset_id, row.dataset_version))
+    return found
+
+
+def _checked(
+    connection: Connection,
+    experiment_id: str,
+    batch: EventBatch,
+    known: dict[str, ExperimentRef | None],
+) -> Plan:
+    plan = Plan(_experiment(connection, experiment_id, known))
     event_tags = tag_dict(batch.tags)
     event_run = _run_iteration(event_tags, plan.experiment, collection="tags", index=None)
     _note_run_id(plan, event_run, event_tags)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -73,47 +73,137 @@ def ensure_runs(connection: Connection, experiment_id: str, run_count: int) -> d
     return have
 
 
-def write_plan(connection: Connection, plan: Plan) -> IngestResult:
-    result = IngestResult()
-    plan.pending.clear()  # a retried transaction starts again
-    experiment = plan.experiment
-    current = ensure_runs(connection, experiment.id, experiment.run_count)
-    for run_iteration, run_id in plan.run_ids.items():
-        placeholder = placeholder_run_id(experiment.id, run_iteration)
-        if current.get(run_iteration) == placeholder != run_id:
-            _claim_run(connection, experiment.id, run_iteration, run_id, placeholder)
-    roots = _write_spans(connection, plan, result)
-    _write_metrics(connection, plan, result)
+class WriteState:
+    """What the plans written in one transaction share: each experiment's runs, read
+    once, and the counters, added once per experiment at the end (``count``)."""
+
+    def __init__(self, runs: Mapping[str, Mapping[int, str]] | None = None) -> None:
+        self.runs: dict[str, dict[int, str]] = {
+            key: dict(value) for key, value in (runs or {}).items()
+        }
+        """Each experiment's runs (``runs`` seeds it with what an earlier commit left)."""
+        self.written: dict[str, list[int]] = {}
+        self.roots: dict[str, dict[str, RootRef]] = {}
+        """Each experiment's root spans written in this transaction, by span id."""
+
+    def count(self, connection: Connection) -> None:
+        """Add the rows and evaluations written to each experiment's counters, in id order
+        (the order every transaction locks experiments in)."""
+        for experiment_id, (rows, evaluations) in sorted(self.written.items()):
+            if rows or evaluations:
+                count_written(connection, experiment_id, rows, evaluations)
+        self.written.clear()
+
+
+def write_plan(
+    connection: Connection, plan: Plan, *, state: WriteState | None = None
+) -> IngestResult:
+    """Write one checked batch. With ``state`` (shared by the plans of one transaction),
+    the counters wait for ``state.count``; without, they are added here."""
+    return write_plans(connection, [plan], state=state)[0]
+
+
+def write_plans(
+    connection: Connection, plans: Sequence[Plan], *, state: WriteState | None = None
+) -> list[IngestResult]:
+    """Write checked batches of one experiment, with the outcome of writing them one after
+    the other, in a few statements for all of them.
+
+    Batches that share no span, row or metric are written together: each look-up and each
+    insert is one statement for the lot. A batch that shares one with an earlier batch
+    starts a new round, so that it sees that batch as stored (a duplicate, or a metric to
+    replace), as it would have when written after it.
+    """
+    own = state is None
+    state = WriteState() if state is None else state
+    results: list[IngestResult] = []
+    rounds: list[list[Plan]] = [[]]
+    keys: set[Hashable] = set()
+    for plan in plans:
+        mine = _keys(plan)
+        if not keys.isdisjoint(mine):
+            rounds.append([])
+            keys = set()
+        rounds[-1].append(plan)
+        keys |= mine
+    for members in rounds:
+        if members:
+            results.extend(_write_round(connection, members, state))
+    if own:
+        state.count(connection)
+    return results
+
+
+def _keys(plan: Plan) -> set[Hashable]:
+    """What makes two batches depend on each other's write: spans, rows, metric keys."""
+    found: set[Hashable] = {key.span_id for key in plan.span_keys}
+    found.update((key.run_iteration, key.record_id) for key in plan.span_keys if key.is_root)
+    found.update(_metric_key(metric, run_iteration) for metric, run_iteration in plan.metrics)
+    return found
+
+
+def _write_round(
+    connection: Connection, plans: Sequence[Plan], state: WriteState
+) -> list[IngestResult]:
+    experiment = plans[0].experiment
+    current = state.runs.get(experiment.id)
+    if current is None:
+        current = state.runs[experiment.id] = ensure_runs(
+            connection, experiment.id, experiment.run_count
+        )
+    results = []
+    for plan in plans:
+        results.append(IngestResult())
+        plan.pending.clear()  # a retried transaction starts again
+        for run_iteration, run_id in plan.run_ids.items():
+            placeholder = placeholder_run_id(experiment.id, run_iteration)
+            if current.get(run_iteration) == placeholder != run_id and _claim_run(
+                connection, experiment.id, run_iteration, run_id, placeholder
+            ):
+                current[run_iteration] = run_id
+    written = state.roots.setdefault(experiment.id, {})
+    roots = _write_spans(connection, plans, results, written)
+    _write_metrics(connection, plans, results)
     # The experiment's counters are how a search knows its aggregates are stale.
-    if roots or result.evaluations:
-        count_written(connection, experiment.id, roots, result.evaluations)
-    return result
+    counts = state.written.setdefault(experiment.id, [0, 0])
+    counts[0] += roots
+    counts[1] += sum(result.evaluations for result in results)
+    return results
 
 
 def _claim_run(
     connection: Connection, experiment_id: str, run_iteration: int, run_id: str, placeholder: str
-) -> None:
+) -> bool:
     """Give a run the id its client uses, unless another run already has that id."""
     taken = connection.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first()
-    if taken is None:
-        connection.execute(
-            update(runs)
-            .where(
-                runs.c.experiment_id == experiment_id,
-                runs.c.run_iteration == run_iteration,
-                runs.c.run_id == placeholder,
-            )
-            .values(run_id=run_id)
+    if taken is not None:
+        return False
+    connection.execute(
+        update(runs)
+        .where(
+            runs.c.experiment_id == experiment_id,
+            runs.c.run_iteration == run_iteration,
+            runs.c.run_id == placeholder,
         )
+        .values(run_id=run_id)
+    )
+    return True
 
 
-def _write_spans(connection: Connection, plan: Plan, result: IngestResult) -> int:
-    """Store the spans not stored yet; returns how many of them are rows (roots)."""
-    if not plan.span_rows:
+def _write_spans(
+    connection: Connection,
+    plans: Sequence[Plan],
+    results: Sequence[IngestResult],
+    written: dict[str, RootRef],
+) -> int:
+    """Store the spans not stored yet; returns how many of them are rows (roots), and adds
+    those to ``written``."""
+    keys = [key for plan in plans for key in plan.span_keys]
+    if not keys:
         return 0
-    experiment_id = plan.experiment.id
+    experiment_id = plans[0].experiment.id
     stored: set[str] = set()
-    for chunk in chunks([key.span_id for key in plan.span_keys]):
+    for chunk in chunks([key.span_id for key in keys]):
         stored.update(
             connection.execute(
                 select(spans.c.span_id).where(
@@ -124,7 +214,7 @@ def _write_spans(connection: Connection, plan: Plan, result: IngestResult) -> in
     # A root is also one (run, record) row: another span for a row already stored is a
     # re-post of that row under a new id (a client that retried the whole record).
     taken: set[tuple[int, str]] = set()
-    root_keys = [key for key in plan.span_keys if key.is_root]
+    root_keys = [key for key in keys if key.is_root]
     # The runs as well as the records: with the records alone the unique index (experiment,
     # run, record) cannot serve the look-up, which then reads every row of the experiment
     # and makes each post slower than the one before.
@@ -143,18 +233,28 @@ def _write_spans(connection: Connection, plan: Plan, result: IngestResult) -> in
         )
     fresh = []
     roots = 0
-    for key, values in zip(plan.span_keys, plan.span_rows, strict=True):
-        row = (key.run_iteration, key.record_id)
-        if key.span_id in stored or (key.is_root and row in taken):
-            result.duplicate_spans += 1
-            continue
-        if key.is_root:
-            taken.add(row)
-            roots += 1
-        fresh.append(values)
+    for plan, result in zip(plans, results, strict=True):
+        for key, values in zip(plan.span_keys, plan.span_rows, strict=True):
+            row = (key.run_iteration, key.record_id)
+            if key.span_id in stored or (key.is_root and row in taken):
+                result.duplicate_spans += 1
+                continue
+            if key.is_root:
+                taken.add(row)
+                roots += 1
+                written[key.span_id] = RootRef(key.span_id, key.run_iteration, key.record_id)
+            result.spans += 1
+            fresh.append(values)
     bulk_insert(connection, spans, SPAN_COLUMNS).execute(connection, fresh)
-    result.spans += len(fresh)
     return roots
+
+
+class RootRef(NamedTuple):
+    """A stored root span: what a metric of it needs to become an evaluation."""
+
+    span_id: str
+    run_iteration: int
+    record_id: str
 
 
 MetricKey = tuple[str, int, str]
@@ -162,15 +262,17 @@ MetricKey = tuple[str, int, str]
 metric (its span gives the run)."""
 
 
+def _metric_key(metric: IncomingMetric, run_iteration: int) -> MetricKey:
+    if metric.summary:
+        return ("", run_iteration, metric.label)
+    return (metric.span_id, 0, metric.label)
+
+
 def _latest(plan: Plan, result: IngestResult) -> dict[MetricKey, IncomingMetric]:
     """The batch's metrics by key; of two with one key, the later timestamp wins."""
     latest: dict[MetricKey, IncomingMetric] = {}
     for metric, run_iteration in plan.metrics:
-        key = (
-            ("", run_iteration, metric.label)
-            if metric.summary
-            else (metric.span_id, 0, metric.label)
-        )
+        key = _metric_key(metric, run_iteration)
         known = latest.get(key)
         if known is not None:
             result.duplicate_metrics += 1
@@ -180,13 +282,15 @@ def _latest(plan: Plan, result: IngestResult) -> dict[MetricKey, IncomingMetric]
     return latest
 
 
-def _write_metrics(connection: Connection, plan: Plan, result: IngestResult) -> None:
-    if not plan.metrics:
+def _write_metrics(
+    connection: Connection, plans: Sequence[Plan], results: Sequence[IngestResult]
+) -> None:
+    latests = [_latest(plan, result) for plan, result in zip(plans, results, strict=True)]
+    if not any(latests):
         return
-    experiment_id = plan.experiment.id
-    latest = _latest(plan, result)
+    experiment_id = plans[0].experiment.id
     ledger: dict[MetricKey, Any] = {}
-    for chunk in chunks(sorted({key[0] for key in latest})):
+    for chunk in chunks(sorted({key[0] for latest in latests for key in latest})):
         for row in connection.execute(
             select(
                 posted_evaluations.c.pk,
@@ -201,45 +305,49 @@ def _write_metrics(connection: Connection, plan: Plan, result: IngestResult) -> 
             )
         ):
             ledger[(row.span_id, row.run_iteration, row.label)] = row
-    roots = stored_roots(connection, experiment_id, [key[0] for key in latest if key[0]])
+    span_ids = [key[0] for latest in latests for key in latest if key[0]]
+    roots = stored_roots(connection, experiment_id, span_ids)
 
     evaluation_rows: list[tuple[Any, ...]] = []
     summary_rows: list[tuple[Any, ...]] = []
     pending_rows: list[tuple[Any, ...]] = []
     stored_keys: list[tuple[Any, ...]] = []
-    for key, metric in latest.items():
-        span_id, run_iteration, label = key
-        before = ledger.get(key)
-        if before is not None:
-            if metric.timestamp_ms <= before.timestamp_ms:
-                result.duplicate_metrics += 1
+    for plan, result, latest in zip(plans, results, latests, strict=True):
+        for key, metric in latest.items():
+            span_id, run_iteration, label = key
+            before = ledger.get(key)
+            if before is not None:
+                if metric.timestamp_ms <= before.timestamp_ms:
+                    result.duplicate_metrics += 1
+                    continue
+                result.updated += 1
+                _forget(connection, experiment_id, before, key)
+            evaluation = metric.evaluation()
+            values = evaluation_values(evaluation)
+            ledger_key = (experiment_id, span_id, run_iteration, False, metric.trace_id or None)
+            span = roots.get(span_id)
+            if metric.summary:
+                summary_rows.append((experiment_id, run_iteration, *values))
+                result.summary_evaluations += 1
+            elif span is not None:
+                evaluation_rows.append(
+                    (experiment_id, span.run_iteration, span.record_id, span_id, *values)
+                )
+                result.evaluations += 1
+            else:
+                plan.pending.add((span_id, label))
+                pending_rows.append(
+                    (experiment_id, span_id, 0, True, metric.trace_id or None, *values)
+                )
+                result.pending += 1
                 continue
-            result.updated += 1
-            _forget(connection, experiment_id, before, key)
-        evaluation = metric.evaluation()
-        values = evaluation_values(evaluation)
-        ledger_key = (experiment_id, span_id, run_iteration, False, metric.trace_id or None)
-        span = roots.get(span_id)
-        if metric.summary:
-            summary_rows.append((experiment_id, run_iteration, *values))
-        elif span is not None:
-            evaluation_rows.append(
-                (experiment_id, span.run_iteration, span.record_id, span_id, *values)
-            )
-        else:
-            plan.pending.add((span_id, label))
-            pending_rows.append((experiment_id, span_id, 0, True, metric.trace_id or None, *values))
-            continue
-        stored_keys.append((*ledger_key, label, evaluation.metric_type, metric.timestamp_ms))
+            stored_keys.append((*ledger_key, label, evaluation.metric_type, metric.timestamp_ms))
     bulk_insert(connection, evaluation_table, EVALUATION_COLUMNS).execute(
         connection, evaluation_rows
     )
     bulk_insert(connection, summary_table, _SUMMARY_COLUMNS).execute(connection, summary_rows)
     bulk_insert(connection, posted_evaluations, _LEDGER_STORED).execute(connection, stored_keys)
     bulk_insert(connection, posted_evaluations, _LEDGER_PENDING).execute(connection, pending_rows)
-    result.evaluations += len(evaluation_rows)
-    result.summary_evaluations += len(summary_rows)
-    result.pending += len(pending_rows)
 
 
 def _forget(connection: Connection, experiment_id: str, before: Any, key: MetricKey) -> None:

@@ -1,0 +1,290 @@
+"""Group commit: the batches of concurrent requests written many to a transaction.
+
+A small post (ddtrace sends the metrics of about six records at a time) costs a
+transaction, a dozen statements and a follow-up of its own when written alone, and on
+SQLite concurrent writers queue for one lock anyway. So the server hands each request's
+batches to an ``IngestWriter``: one thread that takes every job waiting, checks each one
+(a job that fails its checks fails alone and writes nothing), writes all the others in
+one transaction, runs one follow-up for the lot after the commit, and only then answers
+each request. A request is still answered after its rows are committed, and the
+follow-up still runs after that commit, so the guarantees of ``assay.store.sql.ingest``
+hold as they are; they also hold between several server processes.
+
+If the shared transaction fails (a value one store refuses, a race lost five times), each
+job is written again on its own, so that the error reaches only the request that caused
+it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine
+
+from assay.errors import ExperimentNotFoundError
+from assay.store.sql.ingest.followup import adopt_pending, pending_span_ids, roll_up
+from assay.store.sql.ingest.model import EventBatch, IngestError, IngestResult
+from assay.store.sql.ingest.plan import ExperimentRef, Plan, plan_batch
+from assay.store.sql.ingest.write import WriteState, in_transaction, stored_roots, write_plans
+
+MAX_GROUP = 64
+"""Jobs per transaction: enough to drain a burst from many clients, few enough that one
+job's wait for the others stays short."""
+MAX_REMEMBERED = 1_000
+"""Experiments a writer remembers; more, and it forgets them all."""
+IDLE_SECONDS = 5.0
+"""A writer with nothing to do for this long ends its thread; the next job starts one."""
+
+
+@dataclass(slots=True)
+class Ingested:
+    """What one job stored: a result per experiment, and the experiments skipped."""
+
+    results: dict[str, IngestResult] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    """Experiments that do not exist, when the job said to skip them (the span intake)."""
+
+
+@dataclass(slots=True)
+class Memory:
+    """What a writer remembers between transactions, to spare a look-up per group: the
+    experiments it has seen (their run count and dataset version never change), and
+    their runs as of its last commit (a claim by another process is checked anew)."""
+
+    experiments: dict[str, ExperimentRef] = field(default_factory=dict)
+    runs: dict[str, dict[int, str]] = field(default_factory=dict)
+    pending_runs: dict[str, dict[int, str]] = field(default_factory=dict)
+    """The runs of the transaction in flight, kept by ``commit``."""
+
+    def commit(self) -> None:
+        self.runs = self.pending_runs
+        if len(self.experiments) > MAX_REMEMBERED:
+            self.experiments.clear()
+            self.runs.clear()
+
+
+@dataclass(slots=True)
+class _Job:
+    batches: Mapping[str, EventBatch]
+    skip_unknown: bool
+    future: Future[Ingested] = field(default_factory=Future)
+    plans: list[Plan] = field(default_factory=list)
+    outcome: Ingested = field(default_factory=Ingested)
+
+
+def write_batches(
+    engine: Engine, batches: Mapping[str, EventBatch], *, skip_unknown: bool = False
+) -> Ingested:
+    """Write one job in the calling thread (what ``IngestWriter`` does for a group)."""
+    job = _Job(batches, skip_unknown)
+    _write_group(engine, [job])
+    return job.future.result()
+
+
+class IngestWriter:
+    """One writer thread per store, fed by the request handlers (see the module docstring).
+
+    It holds its engine weakly: the server keeps writers in a registry keyed by engine,
+    and a writer must not keep a closed store alive.
+    """
+
+    def __init__(self, engine: Engine, *, max_group: int = MAX_GROUP) -> None:
+        self._engine = weakref.ref(engine)
+        self.max_group = max_group
+        self._jobs: list[_Job] = []
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._memory = Memory()
+
+    def submit(
+        self, batches: Mapping[str, EventBatch], *, skip_unknown: bool = False
+    ) -> Future[Ingested]:
+        """Queue one request's batches; the future is done once they are committed.
+
+        Its exception is what writing them alone would raise: ``IngestError``,
+        ``ExperimentNotFoundError`` (unless ``skip_unknown``), or a database error.
+        """
+        job = _Job(batches, skip_unknown)
+        with self._condition:
+            self._jobs.append(job)
+            if self._thread is None:
+                # Started on demand and ended when idle: an app that is never shut down
+                # (a test client used without ``with``) leaves no thread behind.
+                self._thread = threading.Thread(
+                    target=self._run, name="assay-ingest-writer", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._condition.notify()
+        return job.future
+
+    def stop(self) -> None:
+        """Write what is queued and end the thread (a later ``submit`` starts another)."""
+        with self._condition:
+            self._stopping = True
+            thread = self._thread
+            self._condition.notify()
+        if thread is not None:
+            thread.join()
+        with self._condition:
+            self._stopping = False
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                if not self._jobs and not self._stopping:
+                    self._condition.wait(IDLE_SECONDS)
+                if not self._jobs:
+                    self._thread = None
+                    return
+                group = self._jobs[: self.max_group]
+                del self._jobs[: self.max_group]
+            engine = self._engine()
+            if engine is None:
+                for job in group:
+                    job.future.set_exception(RuntimeError("The store was closed"))
+                continue
+            _write_group(engine, group, self._memory)
+            del engine
+
+
+def _write_group(engine: Engine, jobs: Sequence[_Job], memory: Memory | None = None) -> None:
+    """Write these jobs together; each future gets its outcome or its own error."""
+    memory = Memory() if memory is None else memory
+    live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+    if not live:
+        return
+    try:
+        written = in_transaction(
+            engine, functools.partial(_plan_and_write, jobs=live, memory=memory)
+        )
+    except Exception as error:
+        if len(live) > 1:
+            # One job's bad value (or a lost race) must not fail the others: alone, each
+            # gets the outcome or the error that is its own.
+            for job in live:
+                if not job.future.done():  # else it failed its own checks already
+                    _write_alone(engine, job, memory)
+            return
+        live[0].future.set_exception(error)
+        return
+    memory.commit()
+    try:
+        in_transaction(engine, functools.partial(_follow_up, jobs=written))
+    except Exception as error:
+        # Committed, but the other half may still wait: the client retries on a 5xx, and
+        # a re-posted span (recognised, not stored twice) looks for its metrics again.
+        for job in written:
+            job.future.set_exception(error)
+        return
+    for job in written:
+        job.future.set_result(job.outcome)
+
+
+def _write_alone(engine: Engine, job: _Job, memory: Memory) -> None:
+    retry = _Job(job.batches, job.skip_unknown)
+    _write_group(engine, [retry], memory)
+    error = retry.future.exception()
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(retry.future.result())
+
+
+def _plan_and_write(connection: Connection, jobs: Sequence[_Job], memory: Memory) -> list[_Job]:
+    """Check every job (failing those that do not pass), then write the others."""
+    experiments: dict[str, ExperimentRef | None] = dict(memory.experiments)
+    written = []
+    for job in jobs:
+        if job.future.done():
+            continue  # failed its checks in an earlier attempt of this transaction
+        job.plans, job.outcome = [], Ingested()
+        try:
+            for key, batch in sorted(job.batches.items()):
+                try:
+                    job.plans.append(plan_batch(connection, key, batch, known=experiments))
+                except ExperimentNotFoundError:
+                    if not job.skip_unknown:
+                        raise
+                    job.outcome.unknown.append(key)
+        except (IngestError, ExperimentNotFoundError) as error:
+            job.future.set_exception(error)
+            continue
+        written.append(job)
+    # Each experiment's write ends by updating its row (the counters), which PostgreSQL
+    # locks until the commit. Two transactions that lock two experiments in opposite
+    # orders deadlock, so every transaction takes them in id order.
+    state = WriteState(memory.runs)
+    for experiment_id, members in _by_experiment(written).items():
+        plans = [plan for _, plan in members]
+        results = write_plans(connection, plans, state=state)
+        for (job, _), result in zip(members, results, strict=True):
+            job.outcome.results[experiment_id] = result
+        # The metrics that wait for the spans just written move in this transaction: one
+        # writer per store in this process means every earlier commit is visible here, so
+        # after the commit only other processes' writes remain to be looked for.
+        roots = state.roots.get(experiment_id)
+        if roots:
+            moved = adopt_pending(connection, experiment_id=experiment_id, roots=roots, count=False)
+            state.written[experiment_id][1] += len(moved)
+            _credit(members, experiment_id, moved)
+        state.count(connection)
+    memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
+    memory.pending_runs = state.runs
+    return written
+
+
+def _by_experiment(jobs: Sequence[_Job]) -> dict[str, list[tuple[_Job, Plan]]]:
+    """Each experiment's plans with their jobs, experiments in id order (the lock order)."""
+    found: dict[str, list[tuple[_Job, Plan]]] = defaultdict(list)
+    for job in jobs:
+        for plan in job.plans:
+            found[plan.experiment.id].append((job, plan))
+    return dict(sorted(found.items()))
+
+
+def _follow_up(connection: Connection, jobs: Sequence[_Job]) -> None:
+    """After the commit, what another process may have written meanwhile (see
+    ``assay.store.sql.ingest``): spans of the metrics still pending, metrics now pending
+    for the spans written, children of the traces touched. Usually two look-ups that
+    find nothing, and one for children."""
+    for experiment_id, plans in _by_experiment(jobs).items():
+        pending = sorted({span_id for _, plan in plans for span_id, _ in plan.pending})
+        roots = sorted({key.span_id for _, plan in plans for key in plan.span_keys if key.is_root})
+        found = set(stored_roots(connection, experiment_id, pending))
+        found.update(pending_span_ids(connection, experiment_id, roots))
+        if found:
+            moved = adopt_pending(connection, experiment_id=experiment_id, span_ids=sorted(found))
+            _credit(plans, experiment_id, moved)
+        trace_ids = {trace_id for _, plan in plans for trace_id in plan.trace_ids}
+        if trace_ids:
+            roll_up(connection, experiment_id=experiment_id, trace_ids=trace_ids)
+
+
+def _credit(
+    plans: Sequence[tuple[_Job, Plan]], experiment_id: str, moved: set[tuple[str, str]]
+) -> None:
+    """Count moved metrics in the answer of the request that left them pending, else of
+    the one that brought their span."""
+    left = set(moved)
+    for job, plan in plans:
+        mine = plan.pending & left
+        if mine:
+            result = job.outcome.results[experiment_id]
+            result.evaluations += len(mine)
+            result.pending -= len(mine)
+            plan.pending -= mine
+            left -= mine
+    for job, plan in plans:
+        roots = {key.span_id for key in plan.span_keys if key.is_root}
+        mine = {item for item in left if item[0] in roots}
+        if mine:
+            job.outcome.results[experiment_id].evaluations += len(mine)
+            left -= mine
