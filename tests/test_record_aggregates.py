@@ -318,3 +318,35 @@ def test_rows_written_behind_the_mark_make_a_full_rebuild(
     backend.refresh_aggregates(info.id, only_if_stale=True)
     assert rebuilds == [info.id, info.id]
     assert _state(backend, info.id)[0] == _rebuilt_state(backend, info.id)[0]
+
+
+def test_tokens_rolled_up_onto_a_refreshed_row_refresh_its_record(
+    llmobs: type[LLMObs], rebuilds: list[str]
+) -> None:
+    """The HTTP intake sums a late child span's tokens onto its root, a row already
+    aggregated: no counter moves and no key passes the mark, yet searches see the sums."""
+    from assay.store.sql.ingest import IncomingSpan, ingest_spans
+
+    backend, info, ids = _experiment(llmobs, records=12, runs=2)
+    rng = random.Random(9)
+    rows = [_row(info, ids[i], i, run, rng) for run in (1, 2) for i in range(10)]
+    backend.write_rows(rows)
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    # A late child of the second-to-last row: the refresh recomputes the records of the
+    # rows from that one on, 2 of 10, rather than all.
+    before = backend.search(info.id, "@multi_run_avg.@trace.total_tokens:>100000").total
+    child = IncomingSpan(
+        span_id="9001",
+        trace_id=rows[18].trace_id,
+        name="llm call",
+        start_ns=1,
+        duration_ns=5,
+        parent_id=rows[18].span_id,
+        kind="llm",
+        metrics={"input_tokens": 400_000, "output_tokens": 100_000, "total_tokens": 500_000},
+    )
+    ingest_spans(backend.engine, info.id, [child])
+    _refreshed_like_a_rebuild(backend, info.id)
+    assert len(rebuilds) == 1 + 1  # the refresh was incremental; one rebuild is the check's
+    after = backend.search(info.id, "@multi_run_avg.@trace.total_tokens:>100000")
+    assert after.total == before + 1 and after.items[0]["record_id"] == ids[8]

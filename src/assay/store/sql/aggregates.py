@@ -207,6 +207,39 @@ def refresh_record_aggregates(connection: Connection, experiment_id: str) -> Non
     _save_state(connection, experiment_id, seen, records)
 
 
+def reopen_rows(connection: Connection, experiment_id: str, first_pk: int) -> None:
+    """Make the next refresh recompute the records of the rows from ``first_pk`` on.
+
+    For a writer that changes rows already stored, which neither moves the counters nor
+    adds a key past the mark: the HTTP intake rolls a trace's tokens and cost up onto its
+    root when the children come. The mark goes back to just before ``first_pk``, and the
+    refresh's count of rows goes back by the roots that puts past the mark, so that the
+    aggregates read as stale and the counts still add up (see ``refresh_record_aggregates``).
+    """
+    _lock(connection, experiment_id)
+    state = connection.execute(
+        select(aggregate_state.c.row_mark).where(aggregate_state.c.experiment_id == experiment_id)
+    ).first()
+    if state is None or state.row_mark is None or state.row_mark < first_pk:
+        return  # no refresh has read these rows yet: the next one will
+    reopened = (
+        select(func.count())
+        .select_from(spans)
+        .where(
+            spans.c.experiment_id == experiment_id,
+            spans.c.pk >= first_pk,
+            spans.c.pk <= state.row_mark,
+            spans.c.parent_id.is_(None),
+        )
+        .scalar_subquery()
+    )
+    connection.execute(
+        update(aggregate_state)
+        .where(aggregate_state.c.experiment_id == experiment_id)
+        .values(row_mark=first_pk - 1, rows=aggregate_state.c.rows - reopened)
+    )
+
+
 def _lock(connection: Connection, experiment_id: str) -> None:
     """One refresh of an experiment at a time; the next one then finds little to do."""
     if connection.dialect.name == "postgresql":

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Text, cast, null, select, update
 
-from assay.store.sql.aggregates import count_written
+from assay.store.sql.aggregates import count_written, reopen_rows
 from assay.store.sql.backend import EVALUATION_COLUMNS
 from assay.store.sql.bulk import bulk_insert
 from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
@@ -195,3 +195,6 @@ def roll_up(connection: Connection, *, experiment_id: str, trace_ids: set[str]) 
                 .where(spans.c.pk.in_(chunk))
                 .values(record_id=root.record_id, idx=root.idx, run_iteration=root.run_iteration)
             )
+    if roots:
+        # The roots' tokens and cost changed in place: searches must see the new sums.
+        reopen_rows(connection, experiment_id, min(root.pk for root in roots))
