@@ -90,6 +90,9 @@ def test_python_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mon
         if info == "python"
     ]
     monkeypatch.chdir(tmp_path)
+    # ray.init() joins a cluster it finds running on the machine (another test's, another
+    # test run's); the Ray page's example must start its own, as on a reader's laptop.
+    monkeypatch.setenv("RAY_ADDRESS", "local")
     namespace: dict[str, object] = {"__name__": "__main__"}
     try:
         for line, code in blocks:
