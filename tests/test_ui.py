@@ -8,6 +8,7 @@ port, and write a screenshot of every page to ``test-output/ui/`` (see docs/ui.m
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -20,10 +21,16 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from assay.aggregation import summarize, summarize_records
 from assay.server import create_app
-from assay.server.ui import facets
+from assay.server.ui import datasets, experiments, facets
+from assay.server.ui.experiments import ALL_RECORDS
 from assay.server.ui.facets import FacetState
+from assay.server.ui.memo import VersionedMemo
+from assay.store.sql.all_records import all_records_page
 from assay.store.sql.backend import SqlBackend
+from assay.store.sql.summary_figures import summary_figures
+from assay.trace_metrics import summarize_trace_metrics
 from live_server import serving
 from ui_seed import Seeded, seed
 
@@ -155,6 +162,12 @@ def test_the_list_shows_the_summary_values_of_the_api(
     assert f"{overlap:,.3f}".rstrip("0") in page
 
 
+def _form_token(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the form has no csrf field"
+    return found.group(1)
+
+
 def test_a_key_is_asked_once_and_kept_in_a_cookie(seeded: tuple[SqlBackend, Seeded]) -> None:
     backend, ids = seeded
     _, key = backend.create_api_key("ui-test")
@@ -162,18 +175,79 @@ def test_a_key_is_asked_once_and_kept_in_a_cookie(seeded: tuple[SqlBackend, Seed
         page = f"/llm/experiments/{ids.baseline_id}"
         asked = client.get(page)
         assert asked.status_code == 401 and 'name="key"' in asked.text
-        wrong = client.post("/llm/login", data={"key": "assay_wrong", "next": page})
+        token = _form_token(asked.text)
+        wrong = client.post("/llm/login", data={"key": "assay_wrong", "next": page, "csrf": token})
         assert wrong.status_code == 401
-        answer = client.post("/llm/login", data={"key": key, "next": page}, follow_redirects=False)
+        answer = client.post(
+            "/llm/login",
+            data={"key": key, "next": page, "csrf": token},
+            follow_redirects=False,
+        )
         assert answer.status_code == 303 and answer.headers["location"] == page
         assert "httponly" in answer.headers["set-cookie"].lower()
-        assert client.get(page).status_code == 200
+        shown = client.get(page)
+        assert shown.status_code == 200 and 'action="/llm/logout"' in shown.text
         elsewhere = client.post(
-            "/llm/login", data={"key": key, "next": "https://evil.example/"}, follow_redirects=False
+            "/llm/login",
+            data={"key": key, "next": "https://evil.example/", "csrf": token},
+            follow_redirects=False,
         )
         assert elsewhere.headers["location"] == "/llm/experiments"
-        client.post("/llm/logout")
+        client.post("/llm/logout", data={"csrf": _form_token(shown.text)})
         assert client.get(page).status_code == 401
+
+
+def test_login_and_logout_refuse_a_post_without_the_page_token(
+    seeded: tuple[SqlBackend, Seeded],
+) -> None:
+    backend, ids = seeded
+    _, key = backend.create_api_key("ui-csrf")
+    page = f"/llm/experiments/{ids.baseline_id}"
+    with TestClient(create_app(backend=backend, require_auth=True)) as client:
+        # A form posted from another site: no token cookie, no field.
+        forged = client.post("/llm/login", data={"key": key, "next": page})
+        assert forged.status_code == 403 and "another site" in forged.text
+        assert "assay_api_key" not in client.cookies
+        # The browser now holds a token (the 403 page set it), but the field is not it.
+        token = _form_token(forged.text)
+        wrong = client.post("/llm/login", data={"key": key, "csrf": "x" * 43})
+        assert wrong.status_code == 403 and "assay_api_key" not in client.cookies
+        client.post("/llm/login", data={"key": key, "next": page, "csrf": token})
+        assert client.get(page).status_code == 200
+        assert client.post("/llm/logout").status_code == 403
+        assert client.get(page).status_code == 200, "a forged logout must not forget the key"
+    cookie = forged.headers["set-cookie"].lower()
+    assert "assay_csrf=" in cookie and "samesite=strict" in cookie and "httponly" in cookie
+
+
+def test_the_dataset_page_reads_one_page_of_records(
+    client: TestClient, seeded: tuple[SqlBackend, Seeded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ids = seeded
+    monkeypatch.setattr(datasets, "PAGE_SIZE", 4)
+    shown = []
+    for number in (1, 2, 3):
+        page = client.get(f"/llm/datasets/{ids.dataset_id}", params={"page": number}).text
+        assert f"Page {number} of 3" in page
+        body = page.split('class="dataset-records"')[1].split("</tbody>")[0]
+        shown += re.findall(r"capital of (\w+)", body)
+    assert len(shown) == 11 and len(set(shown)) == 11 and shown[-1] == "Norway"
+
+
+def test_the_memo_recomputes_when_the_rows_change() -> None:
+    kept = VersionedMemo(size=2)
+    calls: list[str] = []
+
+    def compute(name: str) -> Any:
+        return lambda: calls.append(name) or name
+
+    assert kept.get("a", (1, 1), compute("a1")) == "a1"
+    assert kept.get("a", (1, 1), compute("a2")) == "a1"  # same rows: kept
+    assert kept.get("a", (2, 3), compute("a3")) == "a3"  # a writer added rows
+    kept.get("b", (1, 1), compute("b"))
+    kept.get("c", (1, 1), compute("c"))  # over the size: the least recently used goes
+    assert kept.get("a", (2, 3), compute("a4")) == "a4"
+    assert calls == ["a1", "a3", "b", "c", "a4"]
 
 
 def test_facets_read_and_write_the_query() -> None:
@@ -363,7 +437,9 @@ def test_the_comparison_shows_the_two_chosen_runs(page: Any, site: str, seeded: 
     heads = page.locator("th.side-head").all_inner_texts()
     assert "run 1" in heads[0] and "run 2" in heads[1]
     assert page.locator('table.metrics-table tr[data-label="exact_match"] .badge').count() == 1
-    assert page.locator("table.compare-records tbody tr").count() == 10
+    # Ten shared records, and Norway's, which only B (on dataset version 2) has.
+    assert page.locator("table.compare-records tbody tr").count() == 11
+    assert page.locator("table.compare-records tbody tr.one-sided").count() == 1
     _shoot(page, "compare")
     page.get_by_role("link", name="changed", exact=True).click()
     page.wait_for_url(re.compile(r"show=changed"))
@@ -380,3 +456,198 @@ def test_an_invalid_query_shows_its_error_in_place(page: Any, site: str, seeded:
     assert "position 29" in error.inner_text()
     assert error.locator("pre.caret").inner_text().endswith(" " * 29 + "^")
     _shoot(page, "experiment-query-error")
+
+
+def _close(found: Any, expected: Any) -> bool:
+    if isinstance(expected, dict):
+        return set(found) == set(expected) and all(
+            _close(found[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, list):
+        return len(found) == len(expected) and all(map(_close, found, expected))
+    if isinstance(expected, float) and isinstance(found, float | int):
+        return math.isclose(found, expected, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(found == expected)
+
+
+def test_the_summary_figures_are_those_of_summarize(seeded: tuple[SqlBackend, Seeded]) -> None:
+    backend, ids = seeded
+    for experiment_id in (ids.baseline_id, ids.candidate_id):
+        info = backend.get_experiment(experiment_id)
+        backend.refresh_aggregates(info.id, only_if_stale=True)
+        every = [run.run_iteration for run in info.runs]
+        for run in (None, *every):
+            iterations = every if run is None else [run]
+            rows = backend.experiment_rows(info.id, run_iteration=run)
+            with backend.engine.connect() as connection:
+                figures = summary_figures(connection, info, run=run)
+            expected = summarize(rows, iterations)
+            assert _close(figures.evaluations, expected), (run, figures.evaluations, expected)
+            assert _close(figures.trace, summarize_trace_metrics(rows)), run
+            assert figures.rows == len(rows)
+            assert figures.records == len({row.record_id for row in rows})
+            records = summarize_records(rows, iterations)
+            for label, histogram in figures.histograms.items():
+                values = [
+                    item["evaluations"][label]["value"]
+                    for item in records
+                    if item["evaluations"][label]["value"] is not None
+                ]
+                assert sum(histogram.counts) == len(values)
+                low, high = (
+                    (0.0, 1.0)
+                    if expected[label]["metric_type"] == "boolean"
+                    else (min(values), max(values))
+                )
+                # One value everywhere: the chart widens its range, as charts.histogram does.
+                assert (histogram.low, histogram.high) == (low, high if high > low else low + 1)
+            assert figures.flaky == {
+                label: sum(1 for item in records if item["evaluations"][label]["flaky"])
+                for label, summary in expected.items()
+                if summary["metric_type"] == "boolean"
+            }
+
+
+def _facet_counts(page: Any, key: str) -> dict[str, int]:
+    labels = page.locator(f'fieldset[data-facet="{key}"] label.check')
+    return {
+        labels.nth(index).locator(".value").inner_text(): int(
+            labels.nth(index).locator(".count").inner_text()
+        )
+        for index in range(labels.count())
+    }
+
+
+def test_facet_counts_narrow_with_the_query(page: Any, site: str, seeded: Any) -> None:
+    _, ids = seeded
+    page.goto(f"{site}/llm/experiments/{ids.baseline_id}")
+    everything = _facet_counts(page, "evaluation:tone")
+    page.locator('fieldset[data-facet="evaluation:tone"] input[value="negative"]').check()
+    tone = "@multi_run_mode.@evaluations.custom.tone:negative"
+    page.wait_for_function(f"document.querySelector('#q').value === {tone!r}")
+    page.wait_for_function(
+        "document.querySelector('#count').dataset.total === "
+        f"'{_api_total(site, ids.baseline_id, tone)[0]}'"
+    )
+    # The ticked facet keeps its own counts, so its other values stay choosable ...
+    assert _facet_counts(page, "evaluation:tone") == everything
+    # ... and every other facet counts among the records the query selects, as the API does.
+    narrowed = _facet_counts(page, "evaluation:exact_match")
+    for value, count in narrowed.items():
+        both = f"{tone} @multi_run_mode.@evaluations.custom.exact_match:{value}"
+        assert count == _api_total(site, ids.baseline_id, both)[0], value
+    assert sum(narrowed.values()) == _api_total(site, ids.baseline_id, tone)[0]
+    _shoot(page, "experiment-facets-narrowed")
+
+
+def test_facet_counts_of_one_run_narrow_to_its_matching_rows(
+    client: TestClient, seeded: tuple[SqlBackend, Seeded]
+) -> None:
+    _, ids = seeded
+    query = "@evaluations.custom.exact_match:false"
+    page = client.get(f"/llm/experiments/{ids.baseline_id}", params={"run": 1, "q": query}).text
+    tone = re.search(r'data-facet="evaluation:tone".*?</fieldset>', page, re.S)
+    assert tone is not None
+    counts = {
+        value: int(count)
+        for value, count in re.findall(
+            r'class="value">([^<]+)</span><span class="count">(\d+)', tone.group(0)
+        )
+    }
+    for value, count in counts.items():
+        answer = client.get(
+            f"{API}/experiments/{ids.baseline_id}/records",
+            params={
+                "filter[query]": f"{query} @evaluations.custom.tone:{value}",
+                "filter[run_iteration]": 1,
+            },
+        ).json()
+        assert count == answer["meta"]["total"], value
+    assert "positive" in counts and counts["positive"] == 0  # listed, nothing matches
+
+
+def _column(page: Any, title: str) -> list[str]:
+    headers = page.locator("table.records thead th").all_inner_texts()
+    position = next(i for i, text in enumerate(headers) if text.strip().startswith(title))
+    return page.locator(
+        f"table.records tbody tr.row td:nth-child({position + 1})"
+    ).all_inner_texts()
+
+
+def test_one_run_sorts_by_an_evaluation_and_all_runs_by_an_aggregate(
+    page: Any, site: str, seeded: Any
+) -> None:
+    _, ids = seeded
+    page.goto(f"{site}/llm/experiments/{ids.baseline_id}?run=2")
+    page.locator("table.records thead a.sort", has_text="overlap").click()
+    page.wait_for_url(re.compile(r"sort=-%40evaluations.custom.overlap|sort=-@evaluations"))
+    page.locator("table.records thead a.sort.active", has_text="overlap").wait_for()
+    shown = [float(text) if text != "–" else -1.0 for text in _column(page, "overlap")]
+    assert shown == sorted(shown, reverse=True) and shown[0] > shown[-1]
+    assert page.locator("table.records td.idx", has_text="run 2").count() == 10
+    page.locator("table.records thead a.sort", has_text="overlap").click()
+    page.wait_for_function("location.search.includes('sort=%40evaluations')")
+    page.locator("table.records thead a.sort.active", has_text="overlap").wait_for()
+    rising = [float(text) if text != "–" else 2.0 for text in _column(page, "overlap")]
+    assert rising == sorted(rising)
+    _shoot(page, "experiment-run-2-sorted")
+
+    page.goto(f"{site}/llm/experiments/{ids.baseline_id}")
+    page.locator("table.records thead a.sort", has_text="exact_match").click()
+    page.wait_for_function("location.search.includes('exact_match')")
+    page.locator("table.records thead a.sort.active", has_text="exact_match").wait_for()
+    shares = [int(text.rstrip("%")) for text in _column(page, "exact_match") if text != "–"]
+    assert shares == sorted(shares, reverse=True) and shares[0] > shares[-1]
+
+
+def test_comparison_bars_have_intervals_and_one_sided_records_are_listed(
+    page: Any, site: str, seeded: Any
+) -> None:
+    _, ids = seeded
+    page.goto(f"{site}/llm/experiments/compare?a={ids.baseline_id}&b={ids.candidate_id}")
+    row = page.locator('table.metrics-table tr[data-label="overlap"]')
+    assert row.locator("svg.chart.bars line.whisker").count() == 2
+    assert row.locator(".side-interval").count() == 2
+    marked = page.locator("table.compare-records tbody tr.one-sided")
+    assert marked.count() == 1
+    assert "only in B" in marked.locator(".badge.one-sided").inner_text()
+    assert "Norway" in marked.inner_text()
+    _shoot(page, "compare-intervals")
+    page.get_by_role("link", name="one-sided", exact=True).click()
+    page.wait_for_url(re.compile(r"show=one-sided"))
+    assert page.locator("table.compare-records tbody tr[data-record]").count() == 1
+
+
+def test_the_first_view_lists_what_search_lists(seeded: tuple[SqlBackend, Seeded]) -> None:
+    backend, ids = seeded
+    for experiment_id in (ids.baseline_id, ids.candidate_id):
+        info = backend.get_experiment(experiment_id)
+        backend.refresh_aggregates(info.id, only_if_stale=True)
+        for limit, offset in ((25, 0), (4, 0), (4, 8), (4, 40)):
+            with backend.engine.connect() as connection:
+                fast = all_records_page(connection, info, limit=limit, offset=offset)
+            searched = backend.search(info.id, ALL_RECORDS, limit=limit, offset=offset)
+            assert (fast.total, fast.of, fast.multi_run) == (
+                searched.total,
+                searched.of,
+                searched.multi_run,
+            )
+            assert fast.items == searched.items
+
+
+def test_pages_of_an_evaluation_sort_follow_one_order(
+    client: TestClient, seeded: tuple[SqlBackend, Seeded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages 1-2 come from the kept window of sorted rows, page 3 from its own query.
+    monkeypatch.setattr(experiments, "PAGE_SIZE", 4)
+    monkeypatch.setattr(experiments, "SORT_WINDOW", 8)
+    _, ids = seeded
+    for sort in ("-@evaluations.custom.overlap", "@evaluations.custom.tone"):
+        shown: list[str] = []
+        for number in (1, 2, 3):
+            page = client.get(
+                f"/llm/experiments/{ids.baseline_id}",
+                params={"run": 2, "sort": sort, "page": number},
+            ).text
+            shown += re.findall(r'<tr class="row[^"]*" data-record="([^"]+)"', page)
+        assert len(shown) == 10 and len(set(shown)) == 10, sort

@@ -5,7 +5,8 @@ A browser cannot send the ``DD-API-KEY`` header, so where the server requires a 
 ``POST /llm/login`` checks it and keeps it in the ``assay_api_key`` cookie (HttpOnly,
 SameSite=Lax, Secure over HTTPS), which every page then presents as the key. A key limited
 to some projects sees only their experiments and datasets, as in the API. ``POST
-/llm/logout`` forgets it. Where no key is required (loopback), nothing is asked.
+/llm/logout`` forgets it. Both posts must carry the page's form token (:mod:`.csrf`), or
+they answer 403 with the form again. Where no key is required (loopback), nothing is asked.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from assay.errors import DatasetNotFoundError, ExperimentNotFoundError
 from assay.server.auth import Access, Authenticator
 from assay.server.dependencies import Store
 from assay.server.jsonapi import ApiError
-from assay.server.ui.rendering import PREFIX, PageError, page_not_found, render
+from assay.server.ui import csrf
+from assay.server.ui.rendering import KEY_COOKIE, PREFIX, PageError, page_not_found, render
 from assay.store.records import DatasetInfo, ExperimentInfo
 from assay.store.sql.backend import SqlBackend
 
-COOKIE = "assay_api_key"
+COOKIE = KEY_COOKIE
 router = APIRouter(include_in_schema=False)
 
 
@@ -70,13 +72,31 @@ def _safe_next(target: str) -> str:
     return target
 
 
+def _forged(request: Request, next_url: str) -> HTMLResponse:
+    """The login form again (with a fresh token cookie if need be): the post's token was
+    missing or not the cookie's, e.g. a form posted from another site."""
+    return render(
+        request,
+        "login.html",
+        {
+            "title": "API key required",
+            "next_url": _safe_next(next_url),
+            "detail": "This form expired or came from another site; submit it again.",
+        },
+        status=403,
+    )
+
+
 @router.post("/llm/login")
 def login(
     request: Request,
     store: Store,
     key: Annotated[str, Form()],
     next_url: Annotated[str, Form(alias="next")] = f"{PREFIX}/experiments",
+    token: Annotated[str, Form(alias=csrf.FIELD)] = "",
 ) -> Response:
+    if not csrf.is_valid(request, token):
+        return _forged(request, next_url)
     authenticator: Authenticator = request.app.state.authenticator
     try:
         authenticator.access(request, store, api_key=key.strip(), bearer=None)
@@ -101,7 +121,9 @@ def login(
 
 
 @router.post("/llm/logout")
-def logout() -> Response:
+def logout(request: Request, token: Annotated[str, Form(alias=csrf.FIELD)] = "") -> Response:
+    if not csrf.is_valid(request, token):
+        return _forged(request, f"{PREFIX}/experiments")
     response = RedirectResponse(f"{PREFIX}/experiments", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

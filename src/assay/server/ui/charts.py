@@ -189,12 +189,22 @@ def histogram(
     for number in numbers:
         position = int((number - low) / (high - low) * bins)
         counts[min(max(position, 0), bins - 1)] += 1
-    tallest = max(counts)
+    return histogram_of_counts(counts, low=low, high=high, width=width, height=height)
+
+
+def histogram_of_counts(
+    counts: Sequence[int], *, low: float, high: float, width: int = 180, height: int = 44
+) -> str:
+    """The histogram of counts already sliced (by the database) over ``[low, high]``."""
+    bins = len(counts)
+    tallest = max(counts, default=0)
+    if not tallest:
+        return ""
     step = width / bins
     parts = [
         f'<svg class="chart histogram" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="distribution of {len(numbers)} record values">'
+        f'aria-label="distribution of {sum(counts)} record values">'
     ]
     for index, count in enumerate(counts):
         if not count:

@@ -5,8 +5,11 @@ experiment is the baseline and every other is compared with it by
 :func:`assay.compare.compare_rows` — each metric's value on every side, the paired
 difference with its 95% interval and verdict, a bar chart — and the records side by side
 (input, expected output, each side's output and evaluations) marked improved, regressed,
-changed or unchanged; ``show=changed|improved|regressed`` keeps only those, ``page=``
-pages them. ``?e=ID&e=ID`` (the list's checkboxes) is redirected to ``a=..&b=..``.
+changed or unchanged, and records that some side lacks marked with the sides that have
+them; ``show=changed|improved|regressed|one-sided`` keeps only those, ``page=`` pages
+them. Each side's value carries its own 95% interval (from
+:mod:`assay.store.sql.summary_figures`), drawn as a whisker on its bar. ``?e=ID&e=ID``
+(the list's checkboxes) is redirected to ``a=..&b=..``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
+from assay.aggregation import EvaluationSummary
 from assay.compare import Comparison, compare_rows
 from assay.errors import ExperimentError
 from assay.server.dependencies import Store
 from assay.server.ui import charts
 from assay.server.ui.access import Viewer, experiment_for
 from assay.server.ui.rendering import PREFIX, PageError, preview, render
+from assay.server.ui.summary import summary_of
 from assay.store.records import ExperimentFilter, ExperimentInfo, RowRecord
 
 router = APIRouter(include_in_schema=False)
@@ -35,6 +40,8 @@ SHOWN = {
     "improved": {"improved", "mixed"},
     "regressed": {"regressed", "mixed"},
 }
+SHOWS = [*SHOWN, "one-sided"]
+"""The record filters: by change, or ``one-sided`` for records some side does not have."""
 
 
 def compare_url(sides: list[tuple[str, int | None]], **extra: Any) -> str:
@@ -82,33 +89,48 @@ def comparison_page(
             "A comparison needs two experiments or more: ?a=ID&b=ID (add run_a=N to compare "
             "one run); select them on the experiments list",
         )
-    rows: dict[str, list[RowRecord]] = {}
-    for info, _ in sides:
-        if info.id not in rows:
-            rows[info.id] = store.experiment_rows(info.id)
+    # Only the compared runs' rows: a side with one run chosen does not load the others.
+    rows: dict[tuple[str, int | None], list[RowRecord]] = {}
+    for info, run in sides:
+        if (info.id, run) not in rows:
+            rows[(info.id, run)] = store.experiment_rows(info.id, run_iteration=run)
     baseline, baseline_run = sides[0]
     comparisons: list[Comparison] = []
     try:
         for info, run in sides[1:]:
             comparisons.append(
                 compare_rows(
-                    (baseline, rows[baseline.id]),
-                    (info, rows[info.id]),
+                    (baseline, rows[(baseline.id, baseline_run)]),
+                    (info, rows[(info.id, run)]),
                     run_a=baseline_run,
                     run_b=run,
                 )
             )
     except ExperimentError as error:
         raise PageError(400, "Cannot compare", str(error)) from error
-    metrics = _metrics(sides, comparisons)
-    shown = SHOWN.get(show)
-    # Records: those of the first comparison, marked by every comparison.
+    metrics = _metrics(sides, comparisons, _side_summaries(store, sides))
+    # Records: every record of any side, marked by every comparison; a record some side
+    # lacks is listed too, marked with the sides that have it.
     changes = [
         {record.record_id: record.change for record in comparison.records}
         for comparison in comparisons
     ]
-    record_ids = [record.record_id for record in comparisons[0].records]
-    if shown is not None:
+    by_side = [_rows_by_record(rows[(info.id, run)], run) for info, run in sides]
+    first_rows: dict[str, RowRecord] = {}
+    for found in by_side:
+        for record_id, items in found.items():
+            first_rows.setdefault(record_id, items[0])
+    record_ids = sorted(first_rows, key=lambda record_id: (first_rows[record_id].idx, record_id))
+    present = {
+        record_id: [
+            SIDES[index].upper() for index, found in enumerate(by_side) if record_id in found
+        ]
+        for record_id in record_ids
+    }
+    one_sided = {record_id for record_id, where in present.items() if len(where) < len(sides)}
+    if show == "one-sided":
+        record_ids = [record_id for record_id in record_ids if record_id in one_sided]
+    elif (shown := SHOWN.get(show)) is not None:
         record_ids = [
             record_id
             for record_id in record_ids
@@ -116,17 +138,17 @@ def comparison_page(
         ]
     total = len(record_ids)
     record_ids = record_ids[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    by_side = [_rows_by_record(rows[info.id], run) for info, run in sides]
     records = []
     for record_id in record_ids:
-        first = next((found[record_id][0] for found in by_side if record_id in found), None)
+        first = first_rows[record_id]
         records.append(
             {
                 "record_id": record_id,
-                "idx": first.idx if first else 0,
-                "input": preview(first.input_data) if first else "",
-                "expected": preview(first.expected_output) if first else "",
+                "idx": first.idx,
+                "input": preview(first.input_data),
+                "expected": preview(first.expected_output),
                 "changes": [change.get(record_id, "missing") for change in changes],
+                "only_in": present[record_id] if record_id in one_sided else [],
                 "sides": [
                     [
                         {
@@ -161,8 +183,9 @@ def comparison_page(
             "metrics": metrics,
             "records": records,
             "labels": sorted({label for comparison in comparisons for label in comparison.labels}),
-            "show": show if show in SHOWN else "all",
-            "shows": list(SHOWN),
+            "show": show if show in SHOWS else "all",
+            "shows": SHOWS,
+            "one_sided": len(one_sided),
             "total": total,
             "page": page,
             "pages": max(1, -(-total // PAGE_SIZE)),
@@ -172,7 +195,7 @@ def comparison_page(
             },
             "url_for_show": {
                 name: compare_url([(info.id, run) for info, run in sides], show=name)
-                for name in SHOWN
+                for name in SHOWS
             },
             "page_url": lambda number: compare_url(
                 [(info.id, run) for info, run in sides], show=show, page=number
@@ -191,16 +214,33 @@ def _rows_by_record(rows: list[RowRecord], run: int | None) -> dict[str, list[Ro
     return found
 
 
+def _side_summaries(
+    store: Store, sides: list[tuple[ExperimentInfo, int | None]]
+) -> list[dict[str, EvaluationSummary]]:
+    """Each side's summary (for its interval), computed in the database."""
+    found: dict[tuple[str, int | None], dict[str, EvaluationSummary]] = {}
+    for info, run in sides:
+        if (info.id, run) in found:
+            continue
+        store.refresh_aggregates(info.id, only_if_stale=True)
+        found[(info.id, run)] = summary_of(store, info, run=run).evaluations
+    return [found[(info.id, run)] for info, run in sides]
+
+
 def _metrics(
-    sides: list[tuple[ExperimentInfo, int | None]], comparisons: list[Comparison]
+    sides: list[tuple[ExperimentInfo, int | None]],
+    comparisons: list[Comparison],
+    summaries: list[dict[str, EvaluationSummary]],
 ) -> list[dict[str, Any]]:
-    """Per label: each side's value, and each candidate's difference with the baseline."""
+    """Per label: each side's value and 95% interval, and each candidate's difference with
+    the baseline."""
     labels = sorted({label for comparison in comparisons for label in comparison.labels})
     metrics = []
     for label in labels:
         items = [comparison.labels.get(label) for comparison in comparisons]
         present = next(item for item in items if item is not None)
         values = [present.a] + [item.b if item is not None else None for item in items]
+        intervals = [summary[label]["ci95"] if label in summary else None for summary in summaries]
         numeric = present.metric_type in ("score", "boolean")
         chart = ""
         if numeric:
@@ -209,7 +249,7 @@ def _metrics(
                     (
                         SIDES[index].upper(),
                         float(value) if isinstance(value, int | float) else None,
-                        None,
+                        intervals[index],
                     )
                     for index, value in enumerate(values)
                 ],
@@ -220,6 +260,7 @@ def _metrics(
                 "label": label,
                 "metric_type": present.metric_type,
                 "values": values,
+                "intervals": intervals if numeric else [None] * len(values),
                 "comparisons": items,
                 "chart": chart,
             }

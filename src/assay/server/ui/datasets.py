@@ -2,7 +2,7 @@
 
 ``/llm/datasets/{id}?version=N&page=`` lists the records of version N (default: the
 current one), every version with its record count, and which experiments ran on which
-version, newest first.
+version, newest first. Only the shown page of records is read (``browse.dataset_page``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from assay.server.dependencies import Store
 from assay.server.ui.access import Viewer, dataset_for
 from assay.server.ui.rendering import PageError, render
 from assay.store.records import ExperimentFilter, ExperimentInfo
+from assay.store.sql import browse
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
@@ -35,8 +36,9 @@ def dataset_page(
     shown = version or info.current_version
     if versions and shown not in {item.version for item in versions}:
         raise PageError(404, "No such version", f"Dataset {info.name!r} has no version {shown}")
-    records = store.dataset_records(info.id, version=shown)
-    total = len(records)
+    total, records = browse.dataset_page(
+        store.engine, info.id, version=shown, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
     experiments = store.list_experiments(ExperimentFilter(dataset_id=info.id))
     by_version: dict[int, list[ExperimentInfo]] = {}
     for experiment in experiments:
@@ -49,9 +51,10 @@ def dataset_page(
             "info": info,
             "versions": sorted(versions, key=lambda item: -item.version),
             "version": shown,
-            "records": records[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+            "records": records,
             "total": total,
             "page": page,
+            "page_size": PAGE_SIZE,
             "pages": max(1, -(-total // PAGE_SIZE)),
             "by_version": by_version,
             "experiments": experiments,

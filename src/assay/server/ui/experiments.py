@@ -18,7 +18,7 @@ results`` the table, ``records`` the search bar, facets and table.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
@@ -28,11 +28,19 @@ from starlette.responses import RedirectResponse, Response
 from assay.errors import QueryError
 from assay.server.dependencies import Store
 from assay.server.ui import facets as facet_rules
+from assay.server.ui import memo
 from assay.server.ui.access import Viewer, experiment_for
 from assay.server.ui.rendering import PREFIX, PageError, preview, render
 from assay.store.records import ExperimentInfo, ExperimentStatus, SearchPage
 from assay.store.sql import browse
+from assay.store.sql.all_records import all_records_page
 from assay.store.sql.lookups import list_projects
+from assay.store.sql.narrowed_facets import narrowed_counts
+from assay.store.sql.rows_by_evaluation import (
+    EVALUATION_SORT,
+    row_items,
+    span_ids_by_evaluation,
+)
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
@@ -233,6 +241,8 @@ def columns(catalog: Mapping[str, str], *, multi_run: bool) -> list[Column]:
             sort: str | None = f"@multi_run_avg.@evaluations.custom.{label}"
         elif multi_run and kind == "categorical":
             sort = f"@multi_run_mode.@evaluations.custom.{label}"
+        elif not multi_run and kind in ("score", "boolean", "categorical"):
+            sort = f"{EVALUATION_SORT}{label}"
         else:
             sort = None
         found.append(Column(label, sort, kind in ("score", "boolean")))
@@ -273,7 +283,12 @@ def experiment_page(
         raise PageError(404, "No such run", f"Experiment {info.name!r} has {have}, not run {run}")
     multi_run = run is None
     store.refresh_aggregates(info.id, only_if_stale=True)
-    counts = browse.facet_counts(store.engine, info.id, run=run)
+    version = browse.data_version(store.engine, info.id)
+    counts = memo.figures.get(
+        ("facets", info.id, run),
+        version,
+        lambda: browse.facet_counts(store.engine, info.id, run=run),
+    )
     specs = facet_rules.specs(counts.catalog)
     parameters = request.query_params
     htmx = request.headers.get("HX-Request") == "true"
@@ -292,6 +307,11 @@ def experiment_page(
             return RedirectResponse(canonical, status_code=303)
         page = 1
     canonical = experiment_url(info.id, run=run, q=q, sort=sort, page=page)
+    counts = memo.figures.get(
+        ("narrowed", info.id, run, q),
+        version,
+        lambda: _narrowed(store, info, counts, specs, q=q, run=run),
+    )
     context = records_context(store, info, counts, specs, run=run, q=q, sort=sort, page=page)
     context.update(
         {
@@ -309,6 +329,41 @@ def experiment_page(
         context["oob"] = target == "results"
         return render(request, template, context, headers={"HX-Push-Url": canonical})
     return render(request, "experiment.html", context)
+
+
+def _narrowed(
+    store: Store,
+    info: ExperimentInfo,
+    counts: browse.FacetCounts,
+    specs: list[facet_rules.FacetSpec],
+    *,
+    q: str,
+    run: int | None,
+) -> browse.FacetCounts:
+    """The checkbox counts among what the rest of the query matches (each facet's own
+    terms left out, so that its other values keep their counts and stay choosable).
+
+    Values keep the experiment-wide order, so boxes do not move as the query changes; a
+    value nothing matches any more shows 0.
+    """
+    if not q.strip():
+        return counts
+    rests = {
+        spec.key: facet_rules.compose(
+            q, [spec], {spec.key: facet_rules.FacetState()}, multi_run=run is None
+        )
+        for spec in specs
+        if spec.kind == "values"
+    }
+    with store.engine.connect() as connection:
+        narrowed = narrowed_counts(connection, info, counts.catalog, rests, run=run)
+    values = dict(counts.values)
+    for key, items in narrowed.items():
+        found = dict(items)
+        order = [value for value, _ in counts.values.get(key, [])]
+        order += [value for value, _ in items if value not in order]
+        values[key] = [(value, found.get(value, 0)) for value in order]
+    return replace(counts, values=values)
 
 
 def _run_links(
@@ -353,15 +408,28 @@ def records_context(
     searched = q if q.strip() or not multi_run_view else ALL_RECORDS
     error: QueryError | None = None
     result: SearchPage | None = None
+    by_evaluation = run is not None and sort.lstrip("-+").startswith(EVALUATION_SORT)
     try:
-        result = store.search(
-            info.id,
-            searched,
-            run=run,
-            limit=PAGE_SIZE,
-            offset=(page - 1) * PAGE_SIZE,
-            sort=sort or None,
-        )
+        if searched == ALL_RECORDS and not sort:
+            # The view everyone opens first: a range of an index, not a search of everything.
+            with store.engine.connect() as connection:
+                result = all_records_page(
+                    connection, info, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+                )
+        else:
+            result = store.search(
+                info.id,
+                searched,
+                run=run,
+                # Sorted by an evaluation: search gives the count, the page comes below.
+                limit=0 if by_evaluation else PAGE_SIZE,
+                offset=0 if by_evaluation else (page - 1) * PAGE_SIZE,
+                sort=None if by_evaluation else sort or None,
+            )
+        if by_evaluation and run is not None:
+            result = replace(
+                result, items=_sorted_rows(store, info, searched, run=run, sort=sort, page=page)
+            )
     except QueryError as failure:
         error = failure
     catalog = dict(counts.catalog.evaluations)
@@ -392,6 +460,34 @@ def records_context(
             info.id, **{"run": run, "q": q, "sort": sort, "page": page, **changes}
         ),
     }
+
+
+SORT_WINDOW = 1000
+"""Rows of an evaluation sort kept in order (40 pages): sorting costs the same for a page
+or a thousand rows, so the first pages are sorted once per data version, not per page."""
+
+
+def _sorted_rows(
+    store: Store, info: ExperimentInfo, query: str, *, run: int, sort: str, page: int
+) -> list[dict[str, Any]]:
+    """One page of a run's rows sorted by an evaluation (which ``store.search`` cannot)."""
+    offset = (page - 1) * PAGE_SIZE
+    with store.engine.connect() as connection:
+        if offset + PAGE_SIZE <= SORT_WINDOW:
+
+            def window() -> list[str]:
+                return span_ids_by_evaluation(
+                    connection, info, query, run=run, sort=sort, limit=SORT_WINDOW, offset=0
+                )
+
+            version = browse.data_version(store.engine, info.id)
+            ordered = memo.figures.get(("sorted", info.id, run, query, sort), version, window)
+            ids = ordered[offset : offset + PAGE_SIZE]
+        else:
+            ids = span_ids_by_evaluation(
+                connection, info, query, run=run, sort=sort, limit=PAGE_SIZE, offset=offset
+            )
+        return row_items(connection, info.id, ids)
 
 
 def _placeholders(

@@ -20,10 +20,13 @@ from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 from assay._version import __version__
+from assay.server.ui import csrf
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 PREFIX = "/llm"
+KEY_COOKIE = "assay_api_key"
+"""The cookie that keeps a page's API key (see :mod:`.access`)."""
 
 
 class PageError(Exception):
@@ -48,15 +51,25 @@ def render(
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    """The template rendered with ``context`` (plus ``request`` and the version)."""
+    """The template rendered with ``context`` (plus ``request``, the version and the
+    form token of :mod:`.csrf`, whose cookie is set when the browser has none yet)."""
+    token, new = csrf.token_for(request)
     response = templates.TemplateResponse(
         request,
         template,
-        {"version": __version__, "prefix": PREFIX, **context},
+        {
+            "version": __version__,
+            "prefix": PREFIX,
+            "csrf_token": token,
+            "signed_in": KEY_COOKIE in request.cookies,
+            **context,
+        },
         status_code=status,
         headers=headers,
     )
     assert isinstance(response, HTMLResponse)
+    if new:
+        csrf.remember(request, response, token)
     return response
 
 

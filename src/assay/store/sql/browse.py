@@ -23,11 +23,15 @@ from assay.store.records import (
     ExperimentStatus,
     MetricType,
     RowRecord,
+    StoredRecord,
 )
 from assay.store.sql.aggregates import evaluation_facet
+from assay.store.sql.datasets import _visible_at as visible_at
 from assay.store.sql.search import load_catalog
 from assay.store.sql.tables import (
+    MODE_INDEX_LENGTH,
     aggregate_state,
+    dataset_records,
     evaluations,
     experiments,
     record_aggregates,
@@ -38,6 +42,7 @@ from assay.store.sql.values import rows_from_columns
 __all__ = [
     "ExperimentTotals",
     "FacetCounts",
+    "data_version",
     "experiment_page",
     "experiment_totals",
     "facet_counts",
@@ -114,6 +119,30 @@ def experiment_page(
             .offset(offset)
         ).scalars()
         return int(total), list(ids)
+
+
+def data_version(engine: Engine, experiment_id: str) -> tuple[int, int]:
+    """The writers' row and evaluation counters of an experiment: anything computed from
+    its rows is current while these are unchanged (one primary-key lookup)."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(experiments.c.row_count, experiments.c.evaluation_count).where(
+                experiments.c.id == experiment_id
+            )
+        ).first()
+    return (int(found.row_count), int(found.evaluation_count)) if found else (0, 0)
+
+
+def short_mode(table: Any) -> Any:
+    """The condition that lets a count of modes read only the covering mode index.
+
+    ``ix_record_aggregates_mode`` is partial (modes up to ``MODE_INDEX_LENGTH``
+    characters); the database uses it only when the query states the same condition, and
+    reading the table instead costs a row lookup per record (1 s against 80 ms at 100,000
+    records). A value longer than that is no checkbox anyone would tick: such values are
+    left out of the facets' counts, and can still be searched for.
+    """
+    return func.length(table.c.mode) <= MODE_INDEX_LENGTH
 
 
 def experiment_totals(engine: Engine, experiment_ids: Sequence[str]) -> dict[str, ExperimentTotals]:
@@ -220,7 +249,7 @@ def facet_counts(engine: Engine, experiment_id: str, *, run: int | None = None) 
                 .where(
                     mine,
                     table.c.facet.in_(["status", *(evaluation_facet(x) for x in categorical)]),
-                    table.c.mode.is_not(None),
+                    short_mode(table),
                 )
                 .group_by(table.c.facet, table.c.mode)
             ):
@@ -352,3 +381,36 @@ def record_rows(engine: Engine, info: ExperimentInfo, record_id: str) -> list[Ro
             .order_by(spans.c.start_ns, spans.c.pk)
         ).all()
     return rows_from_columns(roots, evaluation_rows, child_rows)
+
+
+def dataset_page(
+    engine: Engine, dataset_id: str, *, version: int, limit: int, offset: int
+) -> tuple[int, list[StoredRecord]]:
+    """How many records a dataset version has, and one page of them in dataset order.
+
+    Two queries over the version index (a count and a page), where ``dataset_records``
+    would read every record of the version to show fifty.
+    """
+    table = dataset_records
+    where = and_(table.c.dataset_id == dataset_id, visible_at(version))
+    with engine.connect() as connection:
+        total = connection.execute(select(func.count()).select_from(table).where(where))
+        count = int(total.scalar_one())
+        rows = connection.execute(
+            select(table)
+            .where(where)
+            .order_by(table.c.position, table.c.pk)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return count, [
+        StoredRecord(
+            record_id=row.record_id,
+            input_data=row.input,
+            expected_output=row.expected_output,
+            metadata=row.metadata,
+            tags=row.tags,
+            canonical_id=row.canonical_id,
+        )
+        for row in rows
+    ]
