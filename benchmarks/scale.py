@@ -148,7 +148,7 @@ def vacuum(backend: Any) -> None:
 
     with backend.engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        for table in ("spans", "evaluations", "record_aggregates"):
+        for table in ("spans", "evaluations", "record_aggregates", "run_aggregates"):
             connection.execute(text(f"VACUUM (ANALYZE) {table}"))
 
 
@@ -157,7 +157,7 @@ def forget_tail(backend: Any, experiment_id: str) -> None:
     next refresh recomputes their records, as it would right after they were written."""
     from sqlalchemy import select, update
 
-    from assay.store.sql.tables import aggregate_state, evaluations, spans
+    from assay.store.sql.tables import aggregate_state, evaluations, experiment_facets, spans
 
     def mark(table: Any, behind: int) -> Any:
         return (
@@ -180,6 +180,58 @@ def forget_tail(backend: Any, experiment_id: str) -> None:
                 evaluation_mark=mark(evaluations, 3 * TAIL),
             )
         )
+        try:
+            from assay.store.sql.run_aggregates import rebuild_run_aggregates
+        except ImportError:  # a store from before per-run aggregates
+            return
+        # The tail's records' aggregates and the per-run totals as they were before the
+        # tail was written (not timed), so that the refresh finds what it would find then.
+        from collections import Counter
+
+        from assay.store.sql import aggregates
+
+        marks = connection.execute(
+            select(aggregate_state.c.row_mark, aggregate_state.c.evaluation_mark).where(
+                aggregate_state.c.experiment_id == experiment_id
+            )
+        ).one()
+        upto = (int(marks[0]), int(marks[1]))
+        tail = sorted(
+            connection.execute(
+                select(spans.c.record_id).where(
+                    spans.c.experiment_id == experiment_id,
+                    spans.c.pk > upto[0],
+                    spans.c.parent_id.is_(None),
+                )
+            ).scalars()
+        )
+        tallies: dict[str, Counter[str]] = {}
+        counts = aggregates.TallyChange()
+        dialect = connection.dialect.name
+        size = aggregates._chunk_size(connection, experiment_id)
+        facets = [
+            aggregates.evaluation_facet(label)
+            for label in connection.execute(
+                select(experiment_facets.c.name).where(
+                    experiment_facets.c.experiment_id == experiment_id,
+                    experiment_facets.c.kind == "evaluation",
+                )
+            ).scalars()
+        ]
+        for chunk in aggregates._chunks(tail, size):
+            aggregates._recompute(
+                connection,
+                experiment_id,
+                chunk,
+                dialect,
+                tallies,
+                upto=upto,
+                counts=counts,
+                facets=facets,
+            )
+        aggregates._apply_tallies(connection, experiment_id, tallies)
+        aggregates.change_record_tallies(connection, experiment_id, counts.tally)
+        rebuild_run_aggregates(connection, experiment_id, upto=upto)
 
 
 def timed(function: Callable[[], Any], repeat: int, before: Callable[[], Any] | None = None) -> Any:

@@ -36,6 +36,7 @@ from assay.store.records import (
 )
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.browse import experiment_totals
+from assay.store.sql.summary_figures import summary_figures
 
 MULTI_RUN = (
     "@multi_run_avg.@evaluations.custom.random_evaluator:>=0.5 "
@@ -247,6 +248,34 @@ def test_the_summary_reads_only_the_aggregates(store: tuple[SqlBackend, str]) ->
     # One row per record and label, read whole: a scan of the experiment's aggregates (or
     # of the table, when the experiment is most of it) is the plan, and it is O(records).
     assert not plan.tables & set(BIG_TABLES), plan.scans
+
+
+def test_the_summary_figures_read_aggregates_and_indexes(store: tuple[SqlBackend, str]) -> None:
+    """The web UI's summary: per-run totals, record aggregates through their covering index,
+    duration percentiles along an index; one run's scores along their value index."""
+    backend, experiment_id = store
+    info = backend.get_experiment(experiment_id)
+
+    def figures(run: int | None) -> Callable[[], Any]:
+        def read() -> Any:
+            with backend.engine.connect() as connection:
+                return summary_figures(connection, info, run=run)
+
+        return read
+
+    every = plan_of(backend, figures(None))
+    assert every.full_scans((*BIG_TABLES, "record_aggregates")) == {}, every.scans
+    assert "evaluations" not in every.tables, every.scans
+    assert {index for table, index in every.scans if table == "spans"} == {
+        "ix_spans_root_duration"
+    }, every.scans
+    assert "ix_record_aggregates_mean" in every.indexes, every.scans
+    one = plan_of(backend, figures(1))
+    assert one.full_scans((*BIG_TABLES, "record_aggregates")) == {}, one.scans
+    assert {index for table, index in one.scans if table == "evaluations"} == {
+        "ix_evaluations_score"
+    }, one.scans
+    assert "record_aggregates" not in one.tables, one.scans
 
 
 def test_a_multi_run_search_reads_the_aggregate_indexes(store: tuple[SqlBackend, str]) -> None:

@@ -137,9 +137,28 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
     """Everything a refresh keeps for the experiment, comparable across refreshes."""
     from sqlalchemy import select
 
-    from assay.store.sql.tables import aggregate_state, experiment_facets, record_aggregates
+    from assay.store.sql.tables import (
+        aggregate_state,
+        experiment_facets,
+        record_aggregates,
+        record_tallies,
+        run_aggregates,
+    )
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 6)
 
     with backend.engine.connect() as connection:
+        per_run = sorted(
+            (
+                *(row.run_iteration, row.facet, row.value or "", row.n, row.errors),
+                *(row.numbers, row.booleans, row.trues),
+                *(rounded(row.total), rounded(row.squares), rounded(row.low), rounded(row.high)),
+            )
+            for row in connection.execute(
+                select(run_aggregates).where(run_aggregates.c.experiment_id == experiment_id)
+            )
+        )
         aggregates = sorted(
             (
                 *(row.facet, row.record_id, row.idx, row.n, row.errors, row.mode, row.kinds),
@@ -147,6 +166,12 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
             )
             for row in connection.execute(
                 select(record_aggregates).where(record_aggregates.c.experiment_id == experiment_id)
+            )
+        )
+        counted = sorted(
+            (row.facet, row.runs or 0, row.passes or 0, row.mode or "", row.records)
+            for row in connection.execute(
+                select(record_tallies).where(record_tallies.c.experiment_id == experiment_id)
             )
         )
         facets = sorted(
@@ -160,7 +185,7 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
                 aggregate_state.c.experiment_id == experiment_id
             )
         ).scalar_one()
-    return aggregates, facets, records
+    return aggregates, facets, records, per_run, counted
 
 
 def _rebuilt_state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
@@ -193,6 +218,23 @@ def rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+@pytest.fixture
+def run_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The experiments whose per-run totals a refresh recomputed rather than added to."""
+    from assay.store.sql import aggregates, run_aggregates
+
+    calls: list[str] = []
+    rebuild = run_aggregates.rebuild_run_aggregates
+
+    def counted(connection: Any, experiment_id: str, *, upto: tuple[int, int]) -> None:
+        calls.append(experiment_id)
+        rebuild(connection, experiment_id, upto=upto)
+
+    for module in (aggregates, run_aggregates):
+        monkeypatch.setattr(module, "rebuild_run_aggregates", counted)
+    return calls
+
+
 def _experiment(llmobs: type[LLMObs], records: int, runs: int) -> tuple[Any, Any, list[str]]:
     from assay.store.records import ExperimentSpec, RunInfo
 
@@ -222,7 +264,7 @@ def _refreshed_like_a_rebuild(backend: Any, experiment_id: str) -> None:
 
 
 def test_new_records_and_new_runs_refresh_only_their_records(
-    llmobs: type[LLMObs], rebuilds: list[str]
+    llmobs: type[LLMObs], rebuilds: list[str], run_rebuilds: list[str]
 ) -> None:
     backend, info, ids = _experiment(llmobs, records=30, runs=3)
     rng = random.Random(3)
@@ -236,6 +278,7 @@ def test_new_records_and_new_runs_refresh_only_their_records(
     )
     backend.refresh_aggregates(info.id, only_if_stale=True)
     assert rebuilds == [info.id]  # incremental: 7 of 21 records changed
+    assert run_rebuilds == [info.id]  # and the runs' totals grew by the new rows alone
     refreshed = _state(backend, info.id)
     assert refreshed[2] == 21
     assert ("tag", "owner", None, []) in refreshed[1]
@@ -246,7 +289,7 @@ def test_new_records_and_new_runs_refresh_only_their_records(
 
 
 def test_evaluations_added_and_replaced_later_refresh_their_records(
-    llmobs: type[LLMObs], rebuilds: list[str]
+    llmobs: type[LLMObs], rebuilds: list[str], run_rebuilds: list[str]
 ) -> None:
     from assay.store.sql.ingest import IncomingMetric, IncomingSpan, ingest_metrics, ingest_spans
 
@@ -282,6 +325,9 @@ def test_evaluations_added_and_replaced_later_refresh_their_records(
     ingest_metrics(engine, info.id, [metric(rows[3].span_id, "high", 20, "categorical")])
     _refreshed_like_a_rebuild(backend, info.id)
     assert ("evaluation", "late", "categorical") in [f[:3] for f in _state(backend, info.id)[1]]
+    # Added to, twice (a new metric, a pending one that found its span), each followed by
+    # _rebuilt_state's rebuild; recomputed once: the replaced number left the totals.
+    assert len(run_rebuilds) == len(rebuilds) + 1
     assert len(rebuilds) == 1 + 3  # each refresh incremental; the rebuilds _rebuilt_state's
     ingest_metrics(engine, info.id, [metric(rows[3].span_id, 0.75, 30)])
     _refreshed_like_a_rebuild(backend, info.id)

@@ -33,6 +33,10 @@ concurrent writers can (a transaction holding key 10 commits after one holding k
 the rows past the mark must account for every row the counters added since the last
 refresh, else a row landed behind the mark and the refresh rebuilds everything, as it does
 the first time and when more than half the records changed.
+
+Each refresh also brings the per-run totals of ``run_aggregates`` up to the same marks
+(``run_aggregates.py``), and the counts of records by (runs, passes) and by mode of
+``record_tallies`` (``record_tallies.py``): what the summary reads.
 """
 
 from __future__ import annotations
@@ -62,6 +66,16 @@ from sqlalchemy import (
     update,
 )
 
+from assay.store.sql.record_tallies import (
+    TallyChange,
+    change_record_tallies,
+    rebuild_record_tallies,
+    tally_records,
+)
+from assay.store.sql.run_aggregates import (
+    rebuild_run_aggregates,
+    update_run_aggregates,
+)
 from assay.store.sql.tables import (
     aggregate_state,
     evaluations,
@@ -200,10 +214,30 @@ def refresh_record_aggregates(connection: Connection, experiment_id: str) -> Non
         return
     records = int(state.records)
     tallies: dict[str, Counter[str]] = {}
+    counts = TallyChange()
+    upto = (seen.row_mark, seen.evaluation_mark)
+    facets = _evaluation_facets(connection, experiment_id, state, seen, dialect)
     for chunk in _chunks(changed, _chunk_size(connection, experiment_id)):
-        records += _recompute(connection, experiment_id, chunk, dialect, tallies)
+        records += _recompute(
+            connection,
+            experiment_id,
+            chunk,
+            dialect,
+            tallies,
+            upto=upto,
+            counts=counts,
+            facets=facets,
+        )
     _apply_tallies(connection, experiment_id, tallies)
+    change_record_tallies(connection, experiment_id, counts.tally)
     _add_tag_keys(connection, experiment_id, dialect, after=(state.row_mark, seen.row_mark))
+    update_run_aggregates(
+        connection,
+        experiment_id,
+        after=(int(state.row_mark), int(state.evaluation_mark)),
+        upto=upto,
+        counted=counts.values,
+    )
     _save_state(connection, experiment_id, seen, records)
 
 
@@ -320,6 +354,25 @@ def _changed_records(
     return sorted(connection.execute(found).scalars())
 
 
+def _evaluation_facets(
+    connection: Connection, experiment_id: str, state: Any, seen: _Seen, dialect: str
+) -> list[str]:
+    """Every evaluation facet the changed records may have, before or after the refresh:
+    the labels of the catalog (every label some record has) and of the new evaluations.
+    Named in full, they let a statement on a few records' aggregates find them by the
+    primary key (see ``_tally``)."""
+    known = select(experiment_facets.c.name).where(
+        experiment_facets.c.experiment_id == experiment_id,
+        experiment_facets.c.kind == "evaluation",
+    )
+    new = select(evaluations.c.label).where(
+        _past(evaluations, experiment_id, state.evaluation_mark, dialect),
+        evaluations.c.pk <= seen.evaluation_mark,
+    )
+    labels = set(connection.execute(union(known, new)).scalars())
+    return sorted(evaluation_facet(label) for label in labels)
+
+
 def _chunk_size(connection: Connection, experiment_id: str) -> int:
     count = connection.execute(
         select(func.count()).select_from(runs).where(runs.c.experiment_id == experiment_id)
@@ -354,13 +407,17 @@ def _rebuild(connection: Connection, experiment_id: str, dialect: str) -> None:
     connection.execute(
         delete(record_aggregates).where(record_aggregates.c.experiment_id == experiment_id)
     )
-    _insert_aggregates(connection, experiment_id, dialect, (), ())
-    records, tallies = _tally(connection, experiment_id, None)
+    _insert_aggregates(
+        connection, experiment_id, dialect, (), (), upto=(seen.row_mark, seen.evaluation_mark)
+    )
+    records, tallies = _tally(connection, experiment_id, None, ())
+    rebuild_record_tallies(connection, experiment_id)
     connection.execute(
         delete(experiment_facets).where(experiment_facets.c.experiment_id == experiment_id)
     )
     _apply_tallies(connection, experiment_id, tallies)
     _add_tag_keys(connection, experiment_id, dialect, after=None)
+    rebuild_run_aggregates(connection, experiment_id, upto=(seen.row_mark, seen.evaluation_mark))
     _save_state(connection, experiment_id, seen, records)
 
 
@@ -370,9 +427,15 @@ def _recompute(
     records: Sequence[str],
     dialect: str,
     tallies: dict[str, Counter[str]],
+    *,
+    upto: tuple[int, int],
+    counts: TallyChange,
+    facets: Sequence[str],
 ) -> int:
-    """Recompute these records' aggregates; add the change of each label's tally of kinds
-    to ``tallies`` and return the change in the number of records."""
+    """Recompute these records' aggregates from their rows and evaluations with keys up to
+    ``upto``; add the change of each label's tally of kinds to ``tallies``, and of the
+    ``record_tallies`` counts to ``counts``, and return the change in the number of
+    records."""
     run_iterations = connection.execute(
         select(runs.c.run_iteration).where(runs.c.experiment_id == experiment_id)
     ).scalars()
@@ -389,15 +452,17 @@ def _recompute(
         evaluations.c.span_id.in_(list(span_ids)),
         evaluations.c.record_id.in_(records),
     )
-    before, old = _tally(connection, experiment_id, records)
+    before, old = _tally(connection, experiment_id, records, facets)
+    counted = tally_records(connection, experiment_id, records, facets)
     connection.execute(
         delete(record_aggregates).where(
             record_aggregates.c.experiment_id == experiment_id,
             record_aggregates.c.record_id.in_(records),
         )
     )
-    _insert_aggregates(connection, experiment_id, dialect, rows_of, evaluations_of)
-    after, new = _tally(connection, experiment_id, records)
+    _insert_aggregates(connection, experiment_id, dialect, rows_of, evaluations_of, upto=upto)
+    after, new = _tally(connection, experiment_id, records, facets)
+    counts.add(counted, tally_records(connection, experiment_id, records, facets))
     for label in old.keys() | new.keys():
         change = tallies.setdefault(label, Counter())
         change.update(new.get(label, Counter()))
@@ -411,10 +476,22 @@ def _insert_aggregates(
     dialect: str,
     rows_of: Iterable[Any],
     evaluations_of: Iterable[Any],
+    *,
+    upto: tuple[int, int],
 ) -> None:
     """Insert the aggregates of the records whose rows and evaluations are selected by
-    ``rows_of`` and ``evaluations_of`` (conditions; none for every record)."""
-    roots = and_(spans.c.experiment_id == experiment_id, spans.c.parent_id.is_(None), *rows_of)
+    ``rows_of`` and ``evaluations_of`` (conditions; none for every record).
+
+    Only rows and evaluations with keys up to ``upto`` (the marks the refresh saves) count,
+    though a writer may have committed more since: the aggregates are then exactly those
+    of the marks, which the per-run totals rely on (``run_aggregates_can_grow``).
+    """
+    roots = and_(
+        spans.c.experiment_id == experiment_id,
+        spans.c.parent_id.is_(None),
+        spans.c.pk <= upto[0],
+        *rows_of,
+    )
     errors = func.sum(case((spans.c.status == "error", 1), else_=0))
     count = func.count()
     no_kinds = literal(None, Integer)
@@ -457,7 +534,9 @@ def _insert_aggregates(
                 .group_by(spans.c.record_id),
             )
         )
-    _insert_evaluation_aggregates(connection, experiment_id, dialect, evaluations_of)
+    _insert_evaluation_aggregates(
+        connection, experiment_id, dialect, (*evaluations_of, evaluations.c.pk <= upto[1])
+    )
 
 
 def _insert_evaluation_aggregates(
@@ -579,19 +658,31 @@ def _insert_evaluation_aggregates(
 
 
 def _tally(
-    connection: Connection, experiment_id: str, records: Sequence[str] | None
+    connection: Connection,
+    experiment_id: str,
+    records: Sequence[str] | None,
+    facets: Sequence[str],
 ) -> tuple[int, dict[str, Counter[str]]]:
     """How many of these records (or of all) have aggregates, and per evaluation label how
-    many have it (``records``) and each of the ``KIND_BITS``."""
-    conditions = [
-        record_aggregates.c.experiment_id == experiment_id,
-        or_(
-            record_aggregates.c.facet == "status",
-            record_aggregates.c.facet.startswith(EVALUATION_PREFIX),
-        ),
-    ]
-    if records is not None:
-        conditions.append(record_aggregates.c.record_id.in_(records))
+    many have it (``records``) and each of the ``KIND_BITS``.
+
+    ``facets``: with ``records``, the experiment's evaluation facets, named so that the
+    database finds the records' rows by the primary key (experiment, facet, record); with
+    only a prefix to go by, SQLite (no statistics) walks every record's rows instead.
+    """
+    conditions = [record_aggregates.c.experiment_id == experiment_id]
+    if records is None:
+        conditions.append(
+            or_(
+                record_aggregates.c.facet == "status",
+                record_aggregates.c.facet.startswith(EVALUATION_PREFIX),
+            )
+        )
+    else:
+        conditions += [
+            record_aggregates.c.facet.in_(["status", *facets]),
+            record_aggregates.c.record_id.in_(records),
+        ]
     found = connection.execute(
         select(record_aggregates.c.facet, record_aggregates.c.kinds, func.count())
         .where(*conditions)

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from assay.query import Catalog
 from assay.store.records import (
@@ -27,6 +27,7 @@ from assay.store.records import (
 )
 from assay.store.sql.aggregates import evaluation_facet
 from assay.store.sql.datasets import _visible_at as visible_at
+from assay.store.sql.record_tallies import read_record_tallies
 from assay.store.sql.search import load_catalog
 from assay.store.sql.tables import (
     MODE_INDEX_LENGTH,
@@ -35,6 +36,8 @@ from assay.store.sql.tables import (
     evaluations,
     experiments,
     record_aggregates,
+    run_aggregates,
+    runs,
     spans,
 )
 from assay.store.sql.values import rows_from_columns
@@ -164,40 +167,34 @@ def experiment_totals(engine: Engine, experiment_ids: Sequence[str]) -> dict[str
             )
         }
         catalogs = {experiment_id: load_catalog(connection, experiment_id) for experiment_id in ids}
-        means = connection.execute(
-            select(
-                record_aggregates.c.experiment_id,
-                record_aggregates.c.facet,
-                func.avg(record_aggregates.c.mean).label("value"),
-            )
-            .where(
-                record_aggregates.c.experiment_id.in_(ids),
-                record_aggregates.c.facet.startswith("evaluation:"),
-            )
-            .group_by(record_aggregates.c.experiment_id, record_aggregates.c.facet)
-        ).all()
-        modes = connection.execute(
-            select(
-                record_aggregates.c.experiment_id,
-                record_aggregates.c.facet,
-                record_aggregates.c.mode,
-                func.count().label("times"),
-            )
-            .where(
-                record_aggregates.c.experiment_id.in_(ids),
-                record_aggregates.c.facet.startswith("evaluation:"),
-                record_aggregates.c.mode.is_not(None),
-            )
-            .group_by(
-                record_aggregates.c.experiment_id,
-                record_aggregates.c.facet,
-                record_aggregates.c.mode,
-            )
-        ).all()
-    mean_of = {(row.experiment_id, row.facet): row.value for row in means}
-    mode_counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for row in modes:
-        mode_counts[(row.experiment_id, row.facet)][row.mode] += int(row.times)
+        whole = _whole_means(connection, ids, {key: value[1] for key, value in counts.items()})
+        mean_of: dict[tuple[str, str], Any] = dict(whole)
+        mode_counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        table = record_aggregates
+        for experiment_id in ids:
+            labels = catalogs[experiment_id].evaluations
+            # Facets every record has in every run take their mean from the runs' totals;
+            # the others, one range of the covering mean index each.
+            averaged = [
+                evaluation_facet(label)
+                for label, kind in labels.items()
+                if kind in ("score", "boolean")
+                and (experiment_id, evaluation_facet(label)) not in whole
+            ]
+            if averaged:
+                for row in connection.execute(
+                    select(table.c.facet, func.avg(table.c.mean).label("value"))
+                    .where(table.c.experiment_id == experiment_id, table.c.facet.in_(averaged))
+                    .group_by(table.c.facet)
+                ):
+                    mean_of[(experiment_id, row.facet)] = row.value
+            categorical = [
+                evaluation_facet(label) for label, kind in labels.items() if kind == "categorical"
+            ]
+            # The mode of record modes: the records counted by mode (record_tallies).
+            _, modes = read_record_tallies(connection, experiment_id, categorical)
+            for facet, counted in modes.items():
+                mode_counts[(experiment_id, facet)].update(counted)
     found: dict[str, ExperimentTotals] = {}
     for experiment_id in ids:
         rows, records = counts.get(experiment_id, (0, 0))
@@ -212,6 +209,42 @@ def experiment_totals(engine: Engine, experiment_ids: Sequence[str]) -> dict[str
                 value = _mode(mode_counts.get(key, Counter()))
             values[label] = (metric_type, value)
         found[experiment_id] = ExperimentTotals(records=records, rows=rows, evaluations=values)
+    return found
+
+
+def _whole_means(
+    connection: Connection, ids: Sequence[str], records: dict[str, int]
+) -> dict[tuple[str, str], float]:
+    """(experiment, facet) to the mean of record means, for the numeric evaluation facets
+    every record has a value of in every run: with as many values each, that is the mean of
+    all values, which the runs' totals (``run_aggregates``) hold."""
+    runs_of: Counter[str] = Counter(
+        connection.execute(
+            select(runs.c.experiment_id).where(runs.c.experiment_id.in_(ids))
+        ).scalars()
+    )
+    table = run_aggregates
+    found: dict[tuple[str, str], float] = {}
+    for row in connection.execute(
+        select(
+            table.c.experiment_id,
+            table.c.facet,
+            func.sum(table.c.n).label("n"),
+            func.sum(table.c.errors).label("errors"),
+            func.sum(table.c.numbers).label("numbers"),
+            func.sum(table.c.total).label("total"),
+        )
+        .where(
+            table.c.experiment_id.in_(ids),
+            table.c.value.is_(None),
+            table.c.facet.startswith("evaluation:"),
+        )
+        .group_by(table.c.experiment_id, table.c.facet)
+    ):
+        expected = records.get(row.experiment_id, 0) * runs_of[row.experiment_id]
+        n, numbers = int(row.n or 0), int(row.numbers or 0)
+        if expected and n == expected == numbers and not row.errors and row.total is not None:
+            found[(row.experiment_id, row.facet)] = float(row.total) / numbers
     return found
 
 

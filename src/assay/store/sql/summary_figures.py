@@ -5,12 +5,16 @@ The numbers are those of :func:`assay.aggregation.summarize` and
 but the UI must not load 500,000 rows into Python to show them. So:
 
 - across all runs, everything that depends on record values — each evaluation's value,
-  interval, record count, errors, flaky records, pass@k and the spread of record values,
-  and the trace metrics' means and totals — is read from ``record_aggregates``, one row
-  per record, grouped in SQL (a histogram is ten counts, pass@k a tally of (runs, passes));
-- each run's value is one ``GROUP BY run`` over the evaluations, and the duration
-  percentiles two ``ORDER BY ... OFFSET`` lookups over the root spans;
-- for one run, the same figures come from that run's evaluations and root spans.
+  interval, record count, errors and the spread of record values, and the trace metrics'
+  means — is read from ``record_aggregates``, one row per record, grouped in SQL (a
+  histogram is ten counts), each pass one range of the covering index
+  ``ix_record_aggregates_mean`` per label; pass@k, flaky records and the mode of record
+  modes from ``record_tallies``, the records counted by (runs, passes) and by mode;
+- each run's value, the row counts and the trace totals come from ``run_aggregates``
+  (a few rows per run, kept by the same refresh), and the duration percentiles from two
+  ``ORDER BY ... OFFSET`` lookups along ``ix_spans_root_duration``, nothing sorted;
+- for one run, counts, means and modes come from that run's ``run_aggregates`` rows, and
+  a score label's spread and histogram from one range of its value index.
 
 What Python gets is a few rows per label. The aggregates must be fresh
 (``SqlBackend.refresh_aggregates(id, only_if_stale=True)`` first). Categorical labels
@@ -20,20 +24,28 @@ that also hold numbers or JSON objects are aggregated by their text values only 
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Float, Integer, and_, case, cast, false, func, select, true
+from sqlalchemy import Connection, Float, Integer, and_, case, cast, func, select
 
 from assay import stats
 from assay.aggregation import AggregateValue, EvaluationSummary
 from assay.query import Catalog
 from assay.store.records import ExperimentInfo, MetricType
 from assay.store.sql.aggregates import TRACE_FACETS, evaluation_facet
+from assay.store.sql.record_tallies import read_record_tallies
+from assay.store.sql.run_aggregates import RunTotals, read_run_aggregates
 from assay.store.sql.search import load_catalog
-from assay.store.sql.tables import evaluations, record_aggregates, spans
+from assay.store.sql.tables import (
+    aggregate_state,
+    evaluations,
+    record_aggregates,
+    spans,
+)
 from assay.trace_metrics import TraceMetric
 
 __all__ = ["BINS", "SummaryFigures", "summary_figures"]
@@ -80,23 +92,22 @@ def summary_figures(
     """The summary of every run (``run=None``) or of run ``run`` alone."""
     catalog = load_catalog(connection, info.id)
     iterations = [item.run_iteration for item in info.runs] if run is None else [run]
-    roots = [spans.c.experiment_id == info.id, spans.c.parent_id.is_(None)]
-    roots.append(spans.c.run_iteration.in_(iterations))
-    rows = int(connection.execute(select(func.count()).where(*roots)).scalar_one())
+    run_totals, run_values = read_run_aggregates(connection, info.id, iterations)
+    rows = sum(run_totals.get((iteration, "status"), RunTotals()).n for iteration in iterations)
     if run is None:
         records = int(
             connection.execute(
-                select(func.count()).where(
-                    record_aggregates.c.experiment_id == info.id,
-                    record_aggregates.c.facet == "status",
+                select(func.coalesce(func.max(aggregate_state.c.records), 0)).where(
+                    aggregate_state.c.experiment_id == info.id
                 )
             ).scalar_one()
         )
-        label_rows = _record_level(connection, info.id, catalog)
+        whole = _whole(run_totals, iterations, records)
+        label_rows = _record_level(connection, info.id, catalog, whole, records)
     else:
         records = rows
-        label_rows = _run_level(connection, info.id, catalog, run)
-    per_run = _per_run(connection, info.id, catalog, iterations)
+        label_rows = _run_level(connection, info.id, catalog, run, run_totals, run_values)
+    per_run = _per_run(catalog, iterations, run_totals, run_values)
     evaluations_found: dict[str, EvaluationSummary] = {}
     histograms: dict[str, Histogram] = {}
     flaky: dict[str, int] = {}
@@ -116,7 +127,13 @@ def summary_figures(
         evaluations=evaluations_found,
         histograms=histograms,
         flaky=flaky,
-        trace=_trace(connection, info.id, iterations, by_record=run is None),
+        trace=_trace(
+            connection,
+            info.id,
+            iterations,
+            run_totals,
+            whole=_whole(run_totals, iterations, records) if run is None else None,
+        ),
         rows=rows,
         records=records,
     )
@@ -179,24 +196,18 @@ class _LabelFigures:
         )
 
 
-def _deviations(column: Any, key: Any, means: dict[Any, float]) -> Any:
-    """``(column - mean of its group)²``, the group's mean given as a bound parameter: the
-    second pass of a two-pass variance, which stays exact where sums of squares cancel."""
-    if not means:
-        return None
-    mean = case(*((key == name, value) for name, value in means.items()), else_=None)
-    return func.sum((column - mean) * (column - mean))
-
-
-def _bins(column: Any, key: Any, bounds: dict[Any, tuple[float, float]], dialect: str) -> Any:
-    """The histogram slice of ``column`` within its group's ``[low, high]``."""
-    low = case(*((key == name, pair[0]) for name, pair in bounds.items()), else_=None)
-    width = case(*((key == name, pair[1] - pair[0]) for name, pair in bounds.items()), else_=None)
-    scaled = (column - low) / width * BINS
+def _bins(column: Any, low: float, high: float, dialect: str) -> Any:
+    """The histogram slice of ``column`` within ``[low, high]``."""
+    scaled = (column - low) / (high - low) * BINS
     # Values are at or above `low`, so truncation is the floor; SQLite may lack floor(),
     # and PostgreSQL's integer cast rounds instead of truncating.
     position = func.floor(scaled) if dialect == "postgresql" else cast(scaled, Integer)
     return case((position < 0, 0), (position > BINS - 1, BINS - 1), else_=position)
+
+
+def _slice(value: float, low: float, high: float) -> int:
+    """``_bins`` for one value, in Python (the same IEEE arithmetic as the databases')."""
+    return min(max((math.floor((value - low) / (high - low) * BINS)), 0), BINS - 1)
 
 
 def _span(metric_type: MetricType, low: float | None, high: float | None) -> tuple[float, float]:
@@ -206,33 +217,117 @@ def _span(metric_type: MetricType, low: float | None, high: float | None) -> tup
     return (low, low + 1.0) if high == low else (low, high)
 
 
+def _spread(
+    connection: Connection,
+    where: Callable[[Any], Any],
+    column: Any,
+    figures: dict[Any, tuple[float, tuple[float, float]]],
+) -> dict[Any, tuple[float, list[int]]]:
+    """Per group, in one pass over its values (``where(key)``): the sum of squared
+    deviations of ``column`` from the group's mean (the second pass of a two-pass variance,
+    exact where sums of squares cancel) and the histogram counts over its ``(low, high)``.
+    ``figures``: key to (mean, bounds). A statement per group, with its mean and bounds as
+    plain parameters: one index range each, and no per-row choice among groups."""
+    found: dict[Any, tuple[float, list[int]]] = {}
+    for key, (mean, (low, high)) in figures.items():
+        slice_ = _bins(column, low, high, connection.dialect.name)
+        squares, counts = 0.0, [0] * BINS
+        for row in connection.execute(
+            select(
+                slice_.label("slice"),
+                func.count().label("times"),
+                func.sum((column - mean) * (column - mean)).label("squares"),
+            )
+            .where(where(key))
+            .group_by(slice_)
+        ):
+            if row.slice is not None:
+                counts[int(row.slice)] += int(row.times)
+            squares += float(row.squares or 0.0)
+        found[key] = (squares, counts)
+    return found
+
+
+def _whole(
+    run_totals: dict[tuple[int, str], RunTotals], iterations: Sequence[int], records: int
+) -> dict[str, RunTotals]:
+    """Facets that every record has a usable value of in every run, with their totals over
+    the runs. A record has at most one row per run, so ``records x runs`` usable values
+    mean exactly that; then every record has as many values, and the mean of the record
+    means is the mean of all values: no pass over the records needed for it."""
+    summed: dict[str, RunTotals] = {}
+    for (iteration, facet), totals in run_totals.items():
+        if iteration in iterations:
+            summed.setdefault(facet, RunTotals()).add(totals)
+    expected = records * len(iterations)
+    return {
+        facet: totals
+        for facet, totals in summed.items()
+        if expected and totals.n == expected and not totals.errors
+    }
+
+
 def _record_level(
-    connection: Connection, experiment_id: str, catalog: Catalog
+    connection: Connection,
+    experiment_id: str,
+    catalog: Catalog,
+    whole: dict[str, RunTotals],
+    records: int,
 ) -> dict[str, _LabelFigures]:
-    """Every label's figures from the records' aggregates (one row per record and label)."""
+    """Every label's figures from the records' aggregates (one row per record and label),
+    each pass one range of ``ix_record_aggregates_mean`` per label, and from the counts of
+    records by (runs, passes) and by mode in ``record_tallies``.
+
+    ``whole``: facets every record has in every run (``_whole``), whose counts and mean
+    follow from the runs' totals, and least and greatest from the ends of the index.
+    """
     table = record_aggregates
     by_facet = {evaluation_facet(label): label for label in catalog.evaluations}
     if not by_facet:
         return {}
-    scope = and_(table.c.experiment_id == experiment_id, table.c.facet.in_(list(by_facet)))
     found: dict[str, _LabelFigures] = {label: _LabelFigures() for label in by_facet.values()}
-    for row in connection.execute(
-        select(
-            table.c.facet,
-            func.count(case((table.c.n > 0, 1), else_=None)).label("contributing"),
-            func.sum(table.c.errors).label("errors"),
-            func.sum(table.c.n).label("usable"),
-            func.avg(table.c.mean).label("mean"),
-            func.count(table.c.mean).label("values"),
-            func.min(table.c.mean).label("low"),
-            func.max(table.c.mean).label("high"),
-            func.count(case((and_(table.c.mean > 0, table.c.mean < 1), 1), else_=None)).label(
-                "flaky"
-            ),
+    rest = [facet for facet in by_facet if facet not in whole]
+    for facet, totals in whole.items():
+        if facet not in by_facet:
+            continue
+        figures = found[by_facet[facet]]
+        figures.contributing = records
+        figures.usable = totals.n
+        if totals.numbers == totals.n:  # numbers only: a score or boolean label
+            figures.values = records
+            figures.mean = (totals.total or 0.0) / totals.numbers
+            figures.low, figures.high = (
+                connection.execute(
+                    select(bound(table.c.mean)).where(
+                        table.c.experiment_id == experiment_id,
+                        table.c.facet == facet,
+                        table.c.mean.is_not(None),
+                    )
+                ).scalar_one()
+                for bound in (func.min, func.max)
+            )
+    rows = (
+        connection.execute(
+            select(
+                table.c.facet,
+                func.count(case((table.c.n > 0, 1), else_=None)).label("contributing"),
+                func.sum(table.c.errors).label("errors"),
+                func.sum(table.c.n).label("usable"),
+                func.avg(table.c.mean).label("mean"),
+                func.count(table.c.mean).label("values"),
+                func.min(table.c.mean).label("low"),
+                func.max(table.c.mean).label("high"),
+                func.count(case((and_(table.c.mean > 0, table.c.mean < 1), 1), else_=None)).label(
+                    "flaky"
+                ),
+            )
+            .where(table.c.experiment_id == experiment_id, table.c.facet.in_(rest))
+            .group_by(table.c.facet)
         )
-        .where(scope)
-        .group_by(table.c.facet)
-    ):
+        if rest
+        else ()
+    )
+    for row in rows:
         figures = found[by_facet[row.facet]]
         figures.contributing = int(row.contributing or 0)
         figures.errors = int(row.errors or 0)
@@ -242,245 +337,216 @@ def _record_level(
         figures.low = float(row.low) if row.low is not None else None
         figures.high = float(row.high) if row.high is not None else None
         figures.flaky = int(row.flaky or 0)
-    numeric = {
+    scores = {
         facet: label
         for facet, label in by_facet.items()
-        if catalog.evaluations[label] in ("score", "boolean") and found[label].values
+        if catalog.evaluations[label] == "score" and found[label].values
     }
-    if numeric:
-        means = {facet: found[label].mean or 0.0 for facet, label in numeric.items()}
-        bounds = {
-            facet: _span(catalog.evaluations[label], found[label].low, found[label].high)
-            for facet, label in numeric.items()
-        }
-        with_value = and_(scope, table.c.facet.in_(list(numeric)), table.c.mean.is_not(None))
-        for row in connection.execute(
-            select(table.c.facet, _deviations(table.c.mean, table.c.facet, means).label("squares"))
-            .where(with_value)
-            .group_by(table.c.facet)
-        ):
-            found[numeric[row.facet]].squares = float(row.squares or 0.0)
-        _histograms(connection, with_value, table.c.facet, table.c.mean, bounds, numeric, found)
-    booleans = [f for f, label in by_facet.items() if catalog.evaluations[label] == "boolean"]
-    if booleans:
-        # pass@k needs each record's (usable runs, passing runs): its n and share x n.
-        passes = cast(func.round(table.c.mean * table.c.n), Float)
-        for row in connection.execute(
-            select(table.c.facet, table.c.n, passes.label("passes"), func.count().label("times"))
-            .where(scope, table.c.facet.in_(booleans), table.c.mean.is_not(None))
-            .group_by(table.c.facet, table.c.n, passes)
-        ):
-            tally = found[by_facet[row.facet]].tally
-            tally[(int(row.n), int(row.passes))] += int(row.times)
-    categorical = [
-        f for f, label in by_facet.items() if catalog.evaluations[label] == "categorical"
-    ]
-    if categorical:
-        for row in connection.execute(
-            select(table.c.facet, table.c.mode, func.count().label("times"))
-            .where(scope, table.c.facet.in_(categorical), table.c.mode.is_not(None))
-            .group_by(table.c.facet, table.c.mode)
-        ):
-            found[by_facet[row.facet]].modes[str(row.mode)] += int(row.times)
+    if scores:
+        spread = _spread(
+            connection,
+            lambda facet: and_(
+                table.c.experiment_id == experiment_id,
+                table.c.facet == facet,
+                table.c.mean.is_not(None),
+            ),
+            table.c.mean,
+            {
+                facet: (
+                    found[label].mean or 0.0,
+                    _span("score", found[label].low, found[label].high),
+                )
+                for facet, label in scores.items()
+            },
+        )
+        for facet, label in scores.items():
+            figures = found[label]
+            figures.squares, counts = spread[facet]
+            figures.histogram = Histogram(counts, *_span("score", figures.low, figures.high))
+    # pass@k needs each record's (usable runs, passing runs), the mode of record modes each
+    # record's mode: both counted by the refresh (record_tallies), read here as they are.
+    passes, modes = read_record_tallies(connection, experiment_id, list(by_facet))
+    for facet, label in by_facet.items():
+        if catalog.evaluations[label] == "boolean":
+            found[label].tally = passes.get(facet, Counter())
+            _boolean_spread(found[label])
+        elif catalog.evaluations[label] == "categorical":
+            found[label].modes = modes.get(facet, Counter())
     return found
 
 
-def _histograms(
-    connection: Connection,
-    where: Any,
-    key: Any,
-    column: Any,
-    bounds: dict[Any, tuple[float, float]],
-    names: dict[Any, str],
-    found: dict[str, _LabelFigures],
-) -> None:
-    slice_ = _bins(column, key, bounds, connection.dialect.name)
-    counts: dict[Any, list[int]] = defaultdict(lambda: [0] * BINS)
-    for row in connection.execute(
-        select(key.label("key"), slice_.label("slice"), func.count().label("times"))
-        .where(where)
-        .group_by(key, slice_)
-    ):
-        if row.slice is not None:
-            counts[row.key][int(row.slice)] += int(row.times)
-    for name, label in names.items():
-        low, high = bounds[name]
-        found[label].histogram = Histogram(counts[name], low, high)
-
-
-def _numeric_value() -> Any:
-    # Booleans of a score label count 1/0 (PostgreSQL does not cast booleans to numbers).
-    boolean = case(
-        (evaluations.c.boolean_value == true(), 1.0),
-        (evaluations.c.boolean_value == false(), 0.0),
-        else_=None,
-    )
-    return func.coalesce(cast(evaluations.c.score_value, Float), boolean)
+def _boolean_spread(figures: _LabelFigures) -> None:
+    """A boolean label's spread and histogram from its tally of (runs, passes): each
+    record's share is passes / runs, the very division its aggregate's mean is."""
+    if not figures.values or figures.mean is None:
+        return
+    counts = [0] * BINS
+    squares = 0.0
+    figures.flaky = 0
+    for (runs, passes), times in figures.tally.items():
+        if runs:
+            share = passes / runs
+            figures.flaky += times if 0 < passes < runs else 0
+            counts[_slice(share, 0.0, 1.0)] += times
+            squares += times * (share - figures.mean) ** 2
+    figures.squares = squares
+    figures.histogram = Histogram(counts, 0.0, 1.0)
 
 
 def _run_level(
-    connection: Connection, experiment_id: str, catalog: Catalog, run: int
+    connection: Connection,
+    experiment_id: str,
+    catalog: Catalog,
+    run: int,
+    run_totals: dict[tuple[int, str], RunTotals],
+    run_values: dict[tuple[int, str], Counter[str]],
 ) -> dict[str, _LabelFigures]:
-    """Every label's figures from one run's evaluations: each record has a single value."""
-    labels = list(catalog.evaluations)
-    if not labels:
-        return {}
-    table = evaluations
-    ok = table.c.error_type.is_(None)
-    number = _numeric_value()
-    scope = and_(
-        table.c.experiment_id == experiment_id,
-        table.c.label.in_(labels),
-        table.c.run_iteration == run,
-    )
-    usable = case((and_(ok, func.coalesce(number, table.c.categorical_value).is_not(None)), 1))
-    found = {label: _LabelFigures() for label in labels}
-    for row in connection.execute(
-        select(
-            table.c.label,
-            func.count(usable).label("usable"),
-            func.count(case((ok, None), else_=1)).label("errors"),
-            func.avg(case((ok, number))).label("mean"),
-            func.count(case((ok, number))).label("values"),
-            func.min(case((ok, number))).label("low"),
-            func.max(case((ok, number))).label("high"),
-            func.sum(case((ok, number))).label("passes"),
+    """Every label's figures in one run, where each record has a single value: counts,
+    mean and bounds from the run's totals; the spread and histogram of a score label from
+    one range of its value index."""
+    found: dict[str, _LabelFigures] = {}
+    spread_of: dict[str, tuple[float, tuple[float, float]]] = {}
+    for label, metric_type in catalog.evaluations.items():
+        totals = run_totals.get((run, evaluation_facet(label)), RunTotals())
+        figures = found[label] = _LabelFigures(
+            contributing=totals.n,
+            errors=totals.errors,
+            usable=totals.n,
+            values=totals.numbers,
+            low=totals.low,
+            high=totals.high,
+            modes=Counter(run_values.get((run, evaluation_facet(label)), Counter())),
         )
-        .where(scope)
-        .group_by(table.c.label)
-    ):
-        figures = found[row.label]
-        figures.usable = figures.contributing = int(row.usable or 0)
-        figures.errors = int(row.errors or 0)
-        figures.values = int(row.values or 0)
-        figures.mean = float(row.mean) if row.mean is not None else None
-        figures.low = float(row.low) if row.low is not None else None
-        figures.high = float(row.high) if row.high is not None else None
-        if catalog.evaluations[row.label] == "boolean" and figures.values:
-            passes = round(float(row.passes or 0))
-            figures.tally.update({(1, 1): passes, (1, 0): figures.values - passes})
-    numeric = {
-        label: label
-        for label in labels
-        if catalog.evaluations[label] in ("score", "boolean") and found[label].values
-    }
-    if numeric:
-        means = {label: found[label].mean or 0.0 for label in numeric}
-        bounds = {
-            label: _span(catalog.evaluations[label], found[label].low, found[label].high)
-            for label in numeric
-        }
-        with_value = and_(scope, ok, table.c.label.in_(list(numeric)), number.is_not(None))
-        for row in connection.execute(
-            select(table.c.label, _deviations(number, table.c.label, means).label("squares"))
-            .where(with_value)
-            .group_by(table.c.label)
-        ):
-            found[row.label].squares = float(row.squares or 0.0)
-        _histograms(connection, with_value, table.c.label, number, bounds, numeric, found)
-    categorical = [label for label in labels if catalog.evaluations[label] == "categorical"]
-    if categorical:
-        for row in connection.execute(
-            select(table.c.label, table.c.categorical_value, func.count().label("times"))
-            .where(scope, ok, table.c.label.in_(categorical))
-            .where(table.c.categorical_value.is_not(None))
-            .group_by(table.c.label, table.c.categorical_value)
-        ):
-            found[row.label].modes[str(row.categorical_value)] += int(row.times)
+        if metric_type not in ("score", "boolean") or not totals.numbers:
+            continue
+        figures.mean = (totals.total or 0.0) / totals.numbers
+        if metric_type == "boolean":
+            passes = round(totals.total or 0.0)
+            figures.tally.update({(1, 1): passes, (1, 0): totals.numbers - passes})
+        bounds = _span(metric_type, totals.low, totals.high)
+        if metric_type == "boolean":
+            # Only 1s and 0s: their deviations and slices follow from the counts.
+            falses = totals.numbers - totals.trues
+            figures.squares = totals.trues * (1.0 - figures.mean) ** 2 + falses * figures.mean**2
+            figures.histogram = Histogram([falses] + [0] * (BINS - 2) + [totals.trues], *bounds)
+        else:
+            spread_of[label] = (figures.mean, bounds)
+    if spread_of:
+        spread = _run_spread(connection, experiment_id, run, spread_of)
+        for label, (mean, bounds) in spread_of.items():
+            figures = found[label]
+            squares, counts = spread.get(label, (0.0, [0] * BINS))
+            totals = run_totals[(run, evaluation_facet(label))]
+            # Booleans among a score label's numbers are 1/0: their slices and deviations
+            # are added here, as the score index holds scores only.
+            falses = totals.booleans - totals.trues
+            for value, times in ((1.0, totals.trues), (0.0, falses)):
+                if times:
+                    counts[_slice(value, *bounds)] += times
+                    squares += times * (value - mean) * (value - mean)
+            figures.squares = squares
+            figures.histogram = Histogram(counts, *bounds)
     return found
 
 
+def _run_spread(
+    connection: Connection,
+    experiment_id: str,
+    run: int,
+    figures: dict[str, tuple[float, tuple[float, float]]],
+) -> dict[str, tuple[float, list[int]]]:
+    """``_spread`` of the labels' scores in one run, from ``ix_evaluations_score``: the
+    conditions of that partial index, spelled out, let the database read only it."""
+    table = evaluations
+    return _spread(
+        connection,
+        lambda label: and_(
+            table.c.experiment_id == experiment_id,
+            table.c.label == label,
+            table.c.run_iteration == run,
+            table.c.score_value.is_not(None),
+            table.c.error_type.is_(None),
+        ),
+        cast(table.c.score_value, Float),
+        figures,
+    )
+
+
 def _per_run(
-    connection: Connection, experiment_id: str, catalog: Catalog, iterations: Sequence[int]
+    catalog: Catalog,
+    iterations: Sequence[int],
+    run_totals: dict[tuple[int, str], RunTotals],
+    run_values: dict[tuple[int, str], Counter[str]],
 ) -> dict[tuple[int, str], AggregateValue]:
     """(run, label) to the summary rule over that run's rows: a mean, a share or a mode."""
-    table = evaluations
-    ok = table.c.error_type.is_(None)
-    scope = and_(
-        table.c.experiment_id == experiment_id,
-        table.c.run_iteration.in_(list(iterations)),
-        ok,
-    )
     found: dict[tuple[int, str], AggregateValue] = {}
-    numeric = [label for label, kind in catalog.evaluations.items() if kind in ("score", "boolean")]
-    if numeric:
-        number = _numeric_value()
-        for row in connection.execute(
-            select(table.c.run_iteration, table.c.label, func.avg(number).label("mean"))
-            .where(scope, table.c.label.in_(numeric))
-            .group_by(table.c.run_iteration, table.c.label)
-        ):
-            if row.mean is not None:
-                found[(row.run_iteration, row.label)] = float(row.mean)
-    categorical = [label for label, kind in catalog.evaluations.items() if kind == "categorical"]
-    if categorical:
-        counts: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
-        for row in connection.execute(
-            select(
-                table.c.run_iteration,
-                table.c.label,
-                table.c.categorical_value,
-                func.count().label("times"),
-            )
-            .where(scope, table.c.label.in_(categorical), table.c.categorical_value.is_not(None))
-            .group_by(table.c.run_iteration, table.c.label, table.c.categorical_value)
-        ):
-            counts[(row.run_iteration, row.label)][str(row.categorical_value)] += int(row.times)
-        for key, counter in counts.items():
-            found[key] = min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
+    for label, kind in catalog.evaluations.items():
+        facet = evaluation_facet(label)
+        for iteration in iterations:
+            if kind in ("score", "boolean"):
+                totals = run_totals.get((iteration, facet))
+                if totals is not None and totals.numbers:
+                    found[(iteration, label)] = (totals.total or 0.0) / totals.numbers
+            elif kind == "categorical":
+                counts = run_values.get((iteration, facet))
+                if counts:
+                    found[(iteration, label)] = min(
+                        counts.items(), key=lambda item: (-item[1], item[0])
+                    )[0]
     return found
 
 
 def _trace(
-    connection: Connection, experiment_id: str, iterations: Sequence[int], *, by_record: bool
+    connection: Connection,
+    experiment_id: str,
+    iterations: Sequence[int],
+    run_totals: dict[tuple[int, str], RunTotals],
+    *,
+    whole: dict[str, RunTotals] | None,
 ) -> dict[str, TraceMetric]:
-    """Duration (seconds), tokens and cost: means of record means, totals, percentiles."""
+    """Duration (seconds), tokens and cost: means of record means, totals, percentiles.
+
+    ``whole``: for every run (``None``: one run), the facets every record has in every run
+    (``_whole``), whose mean of record means is the mean of their rows.
+    """
     found: dict[str, TraceMetric] = {}
-    roots = and_(
-        spans.c.experiment_id == experiment_id,
-        spans.c.parent_id.is_(None),
-        spans.c.run_iteration.in_(list(iterations)),
-    )
-    if by_record:
+    means: dict[str, Any] = {}
+    averaged = [facet for facet in TRACE_FACETS if whole is not None and facet not in whole]
+    if averaged:
         table = record_aggregates
-        rows = connection.execute(
-            select(
-                table.c.facet,
-                func.avg(table.c.mean).label("value"),
-                func.sum(table.c.mean * table.c.n).label("total"),
-                func.sum(table.c.n).label("rows"),
+        means = {
+            row.facet: row.value
+            for row in connection.execute(
+                select(table.c.facet, func.avg(table.c.mean).label("value"))
+                .where(table.c.experiment_id == experiment_id, table.c.facet.in_(averaged))
+                .group_by(table.c.facet)
             )
-            .where(table.c.experiment_id == experiment_id, table.c.facet.in_(TRACE_FACETS))
-            .group_by(table.c.facet)
-        ).all()
-        figures = {row.facet: (row.value, row.total, row.rows) for row in rows}
-    else:
-        # One run: each record has one row, so the mean of record means is the row mean.
-        columns = [spans.c[_SPAN_COLUMNS[facet]] for facet in TRACE_FACETS]
-        row = connection.execute(
-            select(
-                *(func.avg(cast(column, Float)) for column in columns),
-                *(func.sum(cast(column, Float)) for column in columns),
-                *(func.count(column) for column in columns),
-            ).where(roots)
-        ).one()
-        count = len(TRACE_FACETS)
-        figures = {
-            facet: (row[index], row[count + index], row[2 * count + index])
-            for index, facet in enumerate(TRACE_FACETS)
         }
     for facet in TRACE_FACETS:
-        value, total, rows_with = figures.get(facet, (None, None, 0))
+        totals = RunTotals()
+        for iteration in iterations:
+            totals.add(run_totals.get((iteration, facet), RunTotals()))
         scale = 1e-9 if facet == "duration" else 1.0
+        # One run: each record has one row, so the mean of record means is the row mean.
+        value = (
+            means.get(facet)
+            if facet in averaged
+            else ((totals.total or 0.0) / totals.n if totals.n else None)
+        )
         found[facet] = TraceMetric(
             value=float(value) * scale if value is not None else None,
-            total=float(total) * scale if total is not None and rows_with else None,
-            rows=int(rows_with or 0),
+            total=float(totals.total) * scale if totals.total is not None and totals.n else None,
+            rows=totals.n,
             p50=None,
             p95=None,
         )
     duration = found["duration"]
     if duration["rows"]:
+        roots = and_(
+            spans.c.experiment_id == experiment_id,
+            spans.c.parent_id.is_(None),
+            spans.c.run_iteration.in_(list(iterations)),
+        )
         duration["p50"], duration["p95"] = (
             _percentile(connection, roots, duration["rows"], share) for share in (0.5, 0.95)
         )
@@ -488,20 +554,28 @@ def _trace(
 
 
 def _percentile(connection: Connection, roots: Any, count: int, share: float) -> float:
-    """A duration percentile in seconds, interpolated between closest ranks like numpy."""
+    """A duration percentile in seconds, interpolated between closest ranks like numpy:
+    two values read in order along ``ix_spans_root_duration``, none sorted, from whichever
+    end of the index is nearer (the 95th percentile walks 5% of it, not 95%)."""
     position = (count - 1) * share
     low = int(position)
+    high = min(low + 1, count - 1)
+    from_top = low > count // 2
+    order = spans.c.duration_ns.desc() if from_top else spans.c.duration_ns
+    first = count - 1 - high if from_top else low
     pair = [
         float(value)
         for value in connection.execute(
             select(spans.c.duration_ns)
             .where(roots)
-            .order_by(spans.c.duration_ns)
-            .limit(2)
-            .offset(low)
+            .order_by(order)
+            .limit(high - low + 1)
+            .offset(first)
         ).scalars()
     ]
     if not pair:
         return 0.0
-    high = pair[1] if len(pair) > 1 else pair[0]
-    return (pair[0] + (high - pair[0]) * (position - low)) * 1e-9
+    if from_top:
+        pair.reverse()
+    upper = pair[1] if len(pair) > 1 else pair[0]
+    return (pair[0] + (upper - pair[0]) * (position - low)) * 1e-9

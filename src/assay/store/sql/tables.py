@@ -266,7 +266,18 @@ record_aggregates = Table(
     Column("kinds", Integer, nullable=True),
     # Covering indexes for multi-run search, whose leaves are sets of (idx, record_id):
     # one range of an index each, in page order within one value (see search_compile).
-    Index("ix_record_aggregates_mean", "experiment_id", "facet", "mean", "idx", "record_id"),
+    # ``n`` and ``errors`` last: the summary's passes over a label's records (means,
+    # spread, histogram, pass@k) then read only this index (summary_figures).
+    Index(
+        "ix_record_aggregates_mean",
+        "experiment_id",
+        "facet",
+        "mean",
+        "idx",
+        "record_id",
+        "n",
+        "errors",
+    ),
     Index(
         "ix_record_aggregates_mode",
         "experiment_id",
@@ -298,6 +309,58 @@ aggregate_state = Table(
     Column("evaluation_mark", BigInteger, nullable=True),
 )
 
+# Per run and facet, the totals of that run's rows, so that a summary reads a few rows per
+# run instead of grouping every evaluation by run (``run_aggregates``). ``value`` NULL: the
+# facet's totals (status: rows and failed rows; a trace metric: rows with it and their sum;
+# an evaluation label: usable values, errors, numbers, booleans, True values, and the sum,
+# sum of squares, least and greatest of the numbers); ``value`` a text: how many of the
+# run's evaluations of the label have that categorical value (``n``). No primary key:
+# a categorical value may be longer than an index entry can be.
+run_aggregates = Table(
+    "run_aggregates",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("run_iteration", Integer, nullable=False),
+    Column("facet", String(220), nullable=False),
+    Column("value", Text, nullable=True),
+    Column("n", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("numbers", BigInteger, nullable=False),
+    Column("booleans", BigInteger, nullable=False),
+    Column("trues", BigInteger, nullable=False),
+    Column("total", Float, nullable=True),
+    Column("squares", Float, nullable=True),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Index("ix_run_aggregates_run", "experiment_id", "run_iteration", "facet"),
+)
+
+# Per evaluation facet, how many records have each (runs, passes) — ``record_aggregates``'
+# ``n`` and ``round(mean x n)`` — and, in rows of their own, each ``mode``: pass@k and the
+# mode of record modes without a pass over the records (``record_tallies.py``).
+record_tallies = Table(
+    "record_tallies",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
+    Column("facet", String(220), nullable=False),
+    Column("runs", Integer, nullable=True),
+    Column("passes", Integer, nullable=True),
+    Column("mode", Text, nullable=True),
+    Column("records", BigInteger, nullable=False),
+    Index("ix_record_tallies_facet", "experiment_id", "facet"),
+)
+
+# The marks ``run_aggregates`` were last brought up to: a refresh that finds
+# ``aggregate_state`` at the same marks adds only what lies past them; else (rows reopened,
+# a rebuild) it recomputes every run (``run_aggregates.py``).
+run_aggregate_state = Table(
+    "run_aggregate_state",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), primary_key=True),
+    Column("row_mark", BigInteger, nullable=False),
+    Column("evaluation_mark", BigInteger, nullable=False),
+)
+
 # Looked up by the HTTP ingestion (`store.sql.ingest`): a metric names its span by id, and a
 # span must not be stored twice when a client re-posts it. Unique: span ids are random
 # 64-bit numbers, one per span of an experiment.
@@ -316,6 +379,16 @@ Index(
     # Last, so that a set of matching rows (a row query with evaluation terms, see
     # search_compile) is read off this index without visiting the table.
     spans.c.span_id,
+    sqlite_where=text("parent_id IS NULL"),
+    postgresql_where=text("parent_id IS NULL"),
+)
+# Duration percentiles of an experiment's rows: an ``ORDER BY duration_ns OFFSET k`` reads
+# this index in order instead of sorting every row (summary_figures).
+Index(
+    "ix_spans_root_duration",
+    spans.c.experiment_id,
+    spans.c.duration_ns,
+    spans.c.run_iteration,
     sqlite_where=text("parent_id IS NULL"),
     postgresql_where=text("parent_id IS NULL"),
 )
