@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -396,3 +397,24 @@ def test_tokens_rolled_up_onto_a_refreshed_row_refresh_its_record(
     assert len(rebuilds) == 1 + 1  # the refresh was incremental; one rebuild is the check's
     after = backend.search(info.id, "@multi_run_avg.@trace.total_tokens:>100000")
     assert after.total == before + 1 and after.items[0]["record_id"] == ids[8]
+
+
+def test_large_scores_refresh_like_a_rebuild(llmobs: type[LLMObs]) -> None:
+    """A score label of large values (a latency in ns, a token count) has no passes to
+    tally: its means once overflowed the tallies' integer column on PostgreSQL."""
+    from assay.store.records import EvaluationRecord
+
+    backend, info, ids = _experiment(llmobs, records=6, runs=2)
+    rng = random.Random(11)
+    rows = []
+    for run in (1, 2):
+        for i in range(6):
+            row = _row(info, ids[i], i, run, rng)
+            large = EvaluationRecord("latency", "score", rng.uniform(1e15, 3e16), 0)
+            rows.append(dataclasses.replace(row, evaluations=[*row.evaluations, large]))
+    backend.write_rows(rows[:6])
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    backend.write_rows(rows[6:])
+    _refreshed_like_a_rebuild(backend, info.id)
+    found = backend.search(info.id, "@multi_run_avg.@evaluations.custom.latency:>1e15")
+    assert found.total == 6

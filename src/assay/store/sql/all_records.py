@@ -15,14 +15,11 @@ the API would profit too; it lives here until then.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any
-
 from sqlalchemy import Connection, select
 
-from assay.store.records import JSON, ExperimentInfo, SearchPage
-from assay.store.sql.search import _aggregate_names
-from assay.store.sql.tables import aggregate_state, record_aggregates, spans
+from assay.store.records import ExperimentInfo, SearchPage
+from assay.store.sql.search import record_items
+from assay.store.sql.tables import aggregate_state, record_aggregates
 
 __all__ = ["all_records_page"]
 
@@ -42,7 +39,7 @@ def all_records_page(
         or 0
     )
     page = connection.execute(
-        select(table.c.record_id, table.c.idx, table.c.n, table.c.errors)
+        select(table.c.record_id, table.c.idx)
         .where(
             table.c.experiment_id == info.id,
             table.c.facet == "status",
@@ -52,47 +49,5 @@ def all_records_page(
         .limit(limit)
         .offset(offset)
     ).all()
-    ids = [row.record_id for row in page]
-    aggregates: dict[str, dict[str, JSON]] = defaultdict(dict)
-    records: dict[str, Any] = {}
-    if ids:
-        for aggregate in connection.execute(
-            select(table.c.record_id, table.c.facet, table.c.mean, table.c.mode).where(
-                table.c.experiment_id == info.id, table.c.record_id.in_(ids)
-            )
-        ):
-            aggregates[aggregate.record_id].update(
-                _aggregate_names(aggregate.facet, aggregate.mean, aggregate.mode)
-            )
-        for span in connection.execute(
-            select(
-                spans.c.record_id,
-                spans.c.input,
-                spans.c.expected_output,
-                spans.c.metadata,
-                spans.c.tags,
-            ).where(
-                spans.c.experiment_id == info.id,
-                spans.c.run_iteration.in_([run.run_iteration for run in info.runs]),
-                spans.c.record_id.in_(ids),
-                spans.c.parent_id.is_(None),
-            )
-        ):
-            records.setdefault(span.record_id, span)
-    items: list[dict[str, JSON]] = []
-    for row in page:
-        stored = records.get(row.record_id)
-        items.append(
-            {
-                "record_id": row.record_id,
-                "idx": row.idx,
-                "runs": row.n,
-                "failed_runs": row.errors,
-                "input": stored.input if stored else None,
-                "expected_output": stored.expected_output if stored else None,
-                "metadata": stored.metadata if stored else None,
-                "tags": stored.tags if stored else None,
-                "aggregates": aggregates.get(row.record_id, {}),
-            }
-        )
+    items = record_items(connection, info, [(row.record_id, row.idx) for row in page])
     return SearchPage(total=total, items=items, multi_run=True, description="all records", of=total)

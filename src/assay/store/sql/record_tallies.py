@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, cast, delete, func, insert, or_, select
+from sqlalchemy import Connection, Float, and_, case, cast, delete, func, insert, or_, select
 
 from assay.store.sql.tables import record_aggregates, record_tallies
 
@@ -74,7 +74,12 @@ def tally_records(
         conditions += [table.c.facet.in_(list(facets)), table.c.record_id.in_(list(records))]
     found: Tally = Counter()
     counted = 0
-    passes = cast(func.round(table.c.mean * table.c.n), Float)
+    # Passes only where they can be: a mean in [0, 1], as a boolean label's share is. A
+    # score label's other means would make keys without end (and overflow the column).
+    passes = case(
+        (table.c.mean.between(0, 1), cast(func.round(table.c.mean * table.c.n), Float)),
+        else_=None,
+    )
     for row in connection.execute(
         select(
             table.c.facet,

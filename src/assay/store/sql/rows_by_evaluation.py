@@ -12,18 +12,16 @@ evaluations (:func:`row_items`).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Connection, Float, case, cast, false, func, select, true
 
 from assay.errors import QueryError
 from assay.query import resolve
-from assay.store.records import JSON, ExperimentInfo, MetricType
-from assay.store.sql.search import load_catalog
+from assay.store.records import ExperimentInfo, MetricType
+from assay.store.sql.search import load_catalog, row_items
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.tables import evaluations, spans
-from assay.store.sql.values import evaluation_from_columns
 
 __all__ = ["EVALUATION_SORT", "row_items", "span_ids_by_evaluation"]
 
@@ -117,50 +115,3 @@ def span_ids_by_evaluation(
             .offset(max(offset - int(with_value), 0))
         ).scalars()
     return ids
-
-
-def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> list[dict[str, JSON]]:
-    """The rows of these span ids, in this order, with their evaluations' values: the
-    items ``store.search`` gives for rows."""
-    if not ids:
-        return []
-    found = {
-        row.span_id: row
-        for row in connection.execute(
-            select(spans).where(spans.c.experiment_id == experiment_id, spans.c.span_id.in_(ids))
-        )
-    }
-    values: dict[str, dict[str, JSON]] = defaultdict(dict)
-    for evaluation in connection.execute(
-        select(evaluations).where(
-            evaluations.c.experiment_id == experiment_id, evaluations.c.span_id.in_(ids)
-        )
-    ):
-        values[evaluation.span_id][evaluation.label] = (
-            None if evaluation.error_type is not None else evaluation_from_columns(evaluation).value
-        )
-    return [
-        {
-            "record_id": row.record_id,
-            "idx": row.idx,
-            "run_iteration": row.run_iteration,
-            "span_id": row.span_id,
-            "status": row.status,
-            "duration": row.duration_ns,
-            "input": row.input,
-            "output": row.output,
-            "expected_output": row.expected_output,
-            "metadata": row.metadata,
-            "tags": row.tags,
-            "error": (
-                {"type": row.error_type, "message": row.error_message}
-                if row.error_type is not None
-                else None
-            ),
-            "total_tokens": row.total_tokens,
-            "estimated_total_cost": row.estimated_total_cost,
-            "evaluations": values.get(row.span_id, {}),
-        }
-        for span_id in ids
-        if (row := found.get(span_id)) is not None
-    ]

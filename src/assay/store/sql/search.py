@@ -8,6 +8,7 @@ then the page's evaluations or aggregates are read by index. Nothing is filtered
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, select, true
@@ -167,9 +168,20 @@ def _search_rows(
             ).scalar_one()
     if everything is None:
         everything = total
-    ids = matching
-    found = (
-        connection.execute(
+    items = row_items(connection, info.id, matching)
+    return SearchPage(
+        total=int(total), items=items, multi_run=False, description=description, of=int(everything)
+    )
+
+
+def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> list[dict[str, JSON]]:
+    """The rows (root spans) of these span ids, in this order, with their evaluations'
+    values: a row query's items."""
+    if not ids:
+        return []
+    found = {
+        row.span_id: row
+        for row in connection.execute(
             select(
                 spans.c.span_id,
                 spans.c.record_id,
@@ -186,25 +198,19 @@ def _search_rows(
                 spans.c.error_message,
                 spans.c.total_tokens,
                 spans.c.estimated_total_cost,
-            ).where(spans.c.experiment_id == info.id, spans.c.span_id.in_(ids))
-        ).all()
-        if ids
-        else []
-    )
-    by_id = {row.span_id: row for row in found}
-    page = [by_id[span_id] for span_id in ids]
+            ).where(spans.c.experiment_id == experiment_id, spans.c.span_id.in_(ids))
+        )
+    }
     values: dict[str, dict[str, JSON]] = defaultdict(dict)
-    if page:
-        for row in connection.execute(
-            select(evaluations).where(
-                evaluations.c.experiment_id == info.id,
-                evaluations.c.span_id.in_([row.span_id for row in page]),
-            )
-        ):
-            values[row.span_id][row.label] = (
-                None if row.error_type is not None else evaluation_from_columns(row).value
-            )
-    items: list[dict[str, JSON]] = [
+    for evaluation in connection.execute(
+        select(evaluations).where(
+            evaluations.c.experiment_id == experiment_id, evaluations.c.span_id.in_(ids)
+        )
+    ):
+        values[evaluation.span_id][evaluation.label] = (
+            None if evaluation.error_type is not None else evaluation_from_columns(evaluation).value
+        )
+    return [
         {
             "record_id": row.record_id,
             "idx": row.idx,
@@ -226,11 +232,9 @@ def _search_rows(
             "estimated_total_cost": row.estimated_total_cost,
             "evaluations": values.get(row.span_id, {}),
         }
-        for row in page
+        for span_id in ids
+        if (row := found.get(span_id)) is not None
     ]
-    return SearchPage(
-        total=int(total), items=items, multi_run=False, description=description, of=int(everything)
-    )
 
 
 def _rows_by_set(
@@ -282,7 +286,7 @@ def _rows_by_set(
     return list(page), total
 
 
-def _aggregate_names(facet: str, mean: float | None, mode: str | None) -> dict[str, JSON]:
+def aggregate_names(facet: str, mean: float | None, mode: str | None) -> dict[str, JSON]:
     if facet == "status":
         return {"@multi_run_mode.@status": mode}
     if facet.startswith("evaluation:"):
@@ -328,7 +332,22 @@ def _search_records(
     everything = connection.execute(
         select(aggregate_state.c.records).where(aggregate_state.c.experiment_id == info.id)
     ).scalar()
-    ids = [row.record_id for row in page]
+    items = record_items(connection, info, [(row.record_id, row.idx) for row in page])
+    return SearchPage(
+        total=total_found,
+        items=items,
+        multi_run=True,
+        description=description,
+        of=int(everything or 0),
+    )
+
+
+def record_items(
+    connection: Connection, info: ExperimentInfo, page: Sequence[tuple[str, int]]
+) -> list[dict[str, JSON]]:
+    """The records of ``page`` ((record_id, idx) pairs), in this order, with their
+    aggregates across runs and their input: a multi-run query's items."""
+    ids = [record_id for record_id, _ in page]
     aggregates: dict[str, dict[str, JSON]] = defaultdict(dict)
     records: dict[str, Any] = {}
     statuses: dict[str, Any] = {}
@@ -341,7 +360,7 @@ def _search_records(
         ):
             if row.facet == "status":
                 statuses[row.record_id] = row
-            aggregates[row.record_id].update(_aggregate_names(row.facet, row.mean, row.mode))
+            aggregates[row.record_id].update(aggregate_names(row.facet, row.mean, row.mode))
         for row in connection.execute(
             select(
                 spans.c.record_id,
@@ -358,29 +377,23 @@ def _search_records(
         ):
             records.setdefault(row.record_id, row)
     items: list[dict[str, JSON]] = []
-    for row in page:
-        stored = records.get(row.record_id)
-        status = statuses.get(row.record_id)
+    for record_id, idx in page:
+        stored = records.get(record_id)
+        status = statuses.get(record_id)
         items.append(
             {
-                "record_id": row.record_id,
-                "idx": row.idx,
+                "record_id": record_id,
+                "idx": idx,
                 "runs": status.n if status else 0,
                 "failed_runs": status.errors if status else 0,
                 "input": stored.input if stored else None,
                 "expected_output": stored.expected_output if stored else None,
                 "metadata": stored.metadata if stored else None,
                 "tags": stored.tags if stored else None,
-                "aggregates": aggregates.get(row.record_id, {}),
+                "aggregates": aggregates.get(record_id, {}),
             }
         )
-    return SearchPage(
-        total=total_found,
-        items=items,
-        multi_run=True,
-        description=description,
-        of=int(everything or 0),
-    )
+    return items
 
 
 def _record_order(matches: Any, sort: str, resolved: Any, experiment_id: str) -> list[Any]:
