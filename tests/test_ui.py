@@ -27,6 +27,7 @@ from assay.server.ui import datasets, experiments, facets
 from assay.server.ui.experiments import ALL_RECORDS
 from assay.server.ui.facets import FacetState
 from assay.server.ui.memo import VersionedMemo
+from assay.store.sql import browse
 from assay.store.sql.all_records import all_records_page
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.summary_figures import summary_figures
@@ -470,7 +471,22 @@ def _close(found: Any, expected: Any) -> bool:
     return bool(found == expected)
 
 
-def test_the_summary_figures_are_those_of_summarize(seeded: tuple[SqlBackend, Seeded]) -> None:
+@pytest.mark.parametrize("shortcut", [True, False], ids=["whole-records", "record-pass"])
+def test_the_summary_figures_are_those_of_summarize(
+    seeded: tuple[SqlBackend, Seeded], shortcut: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assay.store.sql import summary_figures as module
+
+    whole = module._whole
+    found_whole: set[str] = set()
+
+    def spied(*arguments: Any) -> dict[str, Any]:
+        # Without the shortcut every figure comes from the pass over the records.
+        facets = whole(*arguments) if shortcut else {}
+        found_whole.update(facets)
+        return facets
+
+    monkeypatch.setattr(module, "_whole", spied)
     backend, ids = seeded
     for experiment_id in (ids.baseline_id, ids.candidate_id):
         info = backend.get_experiment(experiment_id)
@@ -483,6 +499,12 @@ def test_the_summary_figures_are_those_of_summarize(seeded: tuple[SqlBackend, Se
                 figures = summary_figures(connection, info, run=run)
             expected = summarize(rows, iterations)
             assert _close(figures.evaluations, expected), (run, figures.evaluations, expected)
+            if run is None:  # the experiments list's values, from the same aggregates
+                listed = browse.experiment_totals(backend.engine, [info.id])[info.id]
+                assert _close(
+                    {label: value for label, (_, value) in listed.evaluations.items()},
+                    {label: summary["value"] for label, summary in expected.items()},
+                )
             assert _close(figures.trace, summarize_trace_metrics(rows)), run
             assert figures.rows == len(rows)
             assert figures.records == len({row.record_id for row in rows})
@@ -506,6 +528,8 @@ def test_the_summary_figures_are_those_of_summarize(seeded: tuple[SqlBackend, Se
                 for label, summary in expected.items()
                 if summary["metric_type"] == "boolean"
             }
+    # The seeded experiments have facets every record has in every run, and some not.
+    assert bool(found_whole) == shortcut, found_whole
 
 
 def _facet_counts(page: Any, key: str) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """The ``assay compare``, ``assay gate`` and ``assay baseline`` commands, and what they print.
 
 Registered on the root command by :func:`register`. As in :mod:`assay.cli`, each is a thin
-shell over the functions Python code calls: :func:`assay.compare.compare_rows`,
+shell over the functions Python code calls: :func:`assay.compare.compare_values`,
 :func:`assay.gate.gate_stored` (which finds the baseline with
 :func:`assay.baseline.resolve_baseline`) and the store's baseline methods. ``assay gate``
 is made for CI, so its exit code is its answer: 0 pass, 1 regression, 3 inconclusive
@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from assay.cli_render import format_aggregate, local_time
-from assay.compare import Comparison, compare_rows
+from assay.compare import Comparison, compare_values
 from assay.errors import AssayError
 from assay.gate import gate_stored, junit_xml, markdown_report
 from assay.store import open_backend
@@ -188,9 +188,9 @@ def compare_command(
         info_b = backend.resolve_experiment(b)
         _check_run(info_a, run_a, "--run-a")
         _check_run(info_b, run_b, "--run-b")
-        comparison = compare_rows(
-            (info_a, backend.experiment_rows(info_a.id)),
-            (info_b, backend.experiment_rows(info_b.id)),
+        comparison = compare_values(
+            (info_a, backend.comparison_values(info_a.id, run=run_a)),
+            (info_b, backend.comparison_values(info_b.id, run=run_b)),
             run_a=run_a,
             run_b=run_b,
             lower_is_better=lower_is_better or (),

@@ -17,7 +17,10 @@ default compares every run of each, so a record's value is its mean over its run
 is what makes more runs detect smaller changes.
 
 The same function serves the SDK (``assay.compare``), the CLI (``assay compare``) and the
-server (``GET .../experiments/compare``).
+server (``GET .../experiments/compare``). It reads no rows: each side is only its records'
+values per label (``Backend.comparison_values``, computed in the database by the SQL
+store), so its cost grows with records x labels, not with the inputs, outputs and spans
+stored (see ``docs/compare.md``).
 """
 
 from __future__ import annotations
@@ -26,18 +29,13 @@ import math
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from assay import stats
-from assay.aggregation import (
-    AggregateValue,
-    EvaluationSummary,
-    RecordEvaluation,
-    summarize,
-    summarize_records,
-)
+from assay.aggregation import AggregateValue
 from assay.errors import ExperimentError
 from assay.store.backend import Backend
+from assay.store.comparison_values import ComparisonValues, LabelValues, values_from_rows
 from assay.store.records import JSON, ExperimentInfo, MetricType, RowRecord
 
 __all__ = [
@@ -48,6 +46,7 @@ __all__ = [
     "compare",
     "compare_rows",
     "compare_stored",
+    "compare_values",
     "experiment_reference",
 ]
 
@@ -205,12 +204,18 @@ def compare_stored(
     margin: float | Mapping[str, float] | None = None,
     lower_is_better: Collection[str] = (),
 ) -> Comparison:
-    """:func:`compare_rows` on two stored experiments, given by reference."""
+    """:func:`compare_values` on two stored experiments, given by reference.
+
+    Reads each side's per-record values (``Backend.comparison_values``), never its rows.
+    """
     info_a = backend.resolve_experiment(a)
     info_b = backend.resolve_experiment(b)
-    return compare_rows(
-        (info_a, backend.experiment_rows(info_a.id)),
-        (info_b, backend.experiment_rows(info_b.id)),
+    # Checked before reading anything, so that a bad run number costs nothing.
+    select_runs(info_a, run_a, "a")
+    select_runs(info_b, run_b, "b")
+    return compare_values(
+        (info_a, backend.comparison_values(info_a.id, run=run_a)),
+        (info_b, backend.comparison_values(info_b.id, run=run_b)),
         run_a=run_a,
         run_b=run_b,
         max_drop=max_drop,
@@ -256,68 +261,116 @@ def compare_rows(
     margin: float | Mapping[str, float] | None = None,
     lower_is_better: Collection[str] = (),
 ) -> Comparison:
-    """Compare the stored rows of two experiments (see the module docstring).
-
-    ``max_drop`` maps a label to the drop it may take before it counts as regressed
-    (default 0: any significant drop). ``margin`` is the change too small to matter, for
-    telling unchanged from inconclusive: by default 2% of the label's scale (1 for a
-    boolean's share; for a score, the range of the record values on both sides).
-    ``lower_is_better`` names labels where smaller is better.
-    """
+    """:func:`compare_values` on rows already in memory (see the module docstring)."""
     info_a, rows_a = a
     info_b, rows_b = b
     runs_a = select_runs(info_a, run_a, "a")
     runs_b = select_runs(info_b, run_b, "b")
-    records_a = {item["record_id"]: item for item in summarize_records(rows_a, runs_a)}
-    records_b = {item["record_id"]: item for item in summarize_records(rows_b, runs_b)}
-    summary_a = summarize(rows_a, runs_a)
-    summary_b = summarize(rows_b, runs_b)
-    shared = [record_id for record_id in records_a if record_id in records_b]
+    return compare_values(
+        (info_a, values_from_rows(rows_a, runs_a)),
+        (info_b, values_from_rows(rows_b, runs_b)),
+        run_a=run_a,
+        run_b=run_b,
+        max_drop=max_drop,
+        margin=margin,
+        lower_is_better=lower_is_better,
+    )
+
+
+def compare_values(
+    a: tuple[ExperimentInfo, ComparisonValues],
+    b: tuple[ExperimentInfo, ComparisonValues],
+    *,
+    run_a: int | None = None,
+    run_b: int | None = None,
+    max_drop: Mapping[str, float] | None = None,
+    margin: float | Mapping[str, float] | None = None,
+    lower_is_better: Collection[str] = (),
+) -> Comparison:
+    """Compare two experiments' per-record values (see the module docstring).
+
+    ``a`` and ``b`` are an experiment with its values over ``run_a`` / ``run_b`` (all runs
+    when ``None``), as ``Backend.comparison_values`` gives them. ``max_drop`` maps a label
+    to the drop it may take before it counts as regressed (default 0: any significant
+    drop). ``margin`` is the change too small to matter, for telling unchanged from
+    inconclusive: by default 2% of the label's scale (1 for a boolean's share; for a
+    score, the range of the record values on both sides). ``lower_is_better`` names
+    labels where smaller is better.
+    """
+    info_a, values_a = a
+    info_b, values_b = b
+    runs_a = select_runs(info_a, run_a, "a")
+    runs_b = select_runs(info_b, run_b, "b")
+    position_a = {record_id: n for n, record_id in enumerate(values_a.record_ids)}
+    position_b = {record_id: n for n, record_id in enumerate(values_b.record_ids)}
+    shared = [record_id for record_id in values_a.record_ids if record_id in position_b]
+    labels_a, labels_b = values_a.labels, values_b.labels
     drops = dict(max_drop or {})
-    unknown = set(drops) - set(summary_a) - set(summary_b)
+    unknown = set(drops) - set(labels_a) - set(labels_b)
     if unknown:
         raise ExperimentError(
             f"No evaluation {sorted(unknown)[0]!r} in either experiment; labels are "
-            f"{', '.join(sorted({*summary_a, *summary_b})) or 'none'}"
+            f"{', '.join(sorted({*labels_a, *labels_b})) or 'none'}"
         )
     changes: dict[str, dict[str, dict[str, JSON]]] = {record_id: {} for record_id in shared}
     labels: dict[str, LabelComparison] = {}
-    for label in sorted({*summary_a, *summary_b}):
-        first, second = summary_a.get(label), summary_b.get(label)
+    at_a = [position_a[record_id] for record_id in shared]
+    at_b = [position_b[record_id] for record_id in shared]
+    for label in sorted({*labels_a, *labels_b}):
+        first, second = labels_a.get(label), labels_b.get(label)
         labels[label] = _compare_label(
             label,
-            first["value"] if first else None,
-            second["value"] if second else None,
+            first.summary() if first else None,
+            second.summary() if second else None,
             _metric_type(first, second),
-            [
-                (
-                    record_id,
-                    records_a[record_id]["evaluations"].get(label),
-                    records_b[record_id]["evaluations"].get(label),
-                )
-                for record_id in shared
-            ],
-            present=(label in summary_a, label in summary_b),
+            _pairs(shared, (first, at_a), (second, at_b)),
+            present=(first is not None, second is not None),
             higher_is_better=label not in lower_is_better,
             max_drop=drops.get(label, 0.0),
             margin=margin.get(label) if isinstance(margin, Mapping) else margin,
             changes=changes,
         )
+    idx_b = values_b.idx
+    ordered = sorted(zip([idx_b[at] for at in at_b], shared, strict=True))
     return Comparison(
-        a=Side(info_a.id, info_a.name, run_a, runs_a, len(records_a)),
-        b=Side(info_b.id, info_b.name, run_b, runs_b, len(records_b)),
+        a=Side(info_a.id, info_a.name, run_a, runs_a, len(values_a.record_ids)),
+        b=Side(info_b.id, info_b.name, run_b, runs_b, len(values_b.record_ids)),
         labels=labels,
-        records=[
-            RecordChange(record_id, records_b[record_id]["idx"], changes[record_id])
-            for record_id in sorted(shared, key=lambda r: (records_b[r]["idx"], r))
-        ],
-        only_in_a=[record_id for record_id in records_a if record_id not in records_b],
-        only_in_b=[record_id for record_id in records_b if record_id not in records_a],
+        records=[RecordChange(record_id, idx, changes[record_id]) for idx, record_id in ordered],
+        only_in_a=[record_id for record_id in values_a.record_ids if record_id not in position_b],
+        only_in_b=[record_id for record_id in values_b.record_ids if record_id not in position_a],
     )
 
 
-def _metric_type(a: EvaluationSummary | None, b: EvaluationSummary | None) -> MetricType:
-    types = {side["metric_type"] for side in (a, b) if side is not None}
+Pairs = tuple[
+    list[str], list[AggregateValue], list[AggregateValue], list[bool | None], list[bool | None]
+]
+"""The shared records' label on both sides, as columns: ids, values in a and b, modes in
+a and b (booleans; ``None`` elsewhere, and on a side without the label)."""
+
+
+def _pairs(
+    shared: list[str],
+    a: tuple[LabelValues | None, list[int]],
+    b: tuple[LabelValues | None, list[int]],
+) -> Pairs:
+    (first, at_a), (second, at_b) = a, b
+    nothing = [None] * len(shared)
+
+    def pick(items: Sequence[Any] | None, at: list[int]) -> list[Any]:
+        return [items[n] for n in at] if items is not None else nothing
+
+    return (
+        shared,
+        pick(first.values if first else None, at_a),
+        pick(second.values if second else None, at_b),
+        pick(first.modes if first else None, at_a),
+        pick(second.modes if second else None, at_b),
+    )
+
+
+def _metric_type(a: LabelValues | None, b: LabelValues | None) -> MetricType:
+    types = {side.metric_type for side in (a, b) if side is not None}
     if len(types) == 1:
         return types.pop()
     # A boolean on one side and a score on the other compare as numbers (True is 1).
@@ -329,7 +382,7 @@ def _compare_label(
     value_a: AggregateValue,
     value_b: AggregateValue,
     metric_type: MetricType,
-    pairs: list[tuple[str, RecordEvaluation | None, RecordEvaluation | None]],
+    pairs: Pairs,
     *,
     present: tuple[bool, bool],
     higher_is_better: bool,
@@ -339,12 +392,8 @@ def _compare_label(
 ) -> LabelComparison:
     if not all(present):
         side = "a" if present[0] else "b"
-        for record_id, first, second in pairs:
-            changes[record_id][label] = {
-                "a": first["value"] if first else None,
-                "b": second["value"] if second else None,
-                "change": "missing",
-            }
+        for record_id, old, new, _, _ in zip(*pairs, strict=True):
+            changes[record_id][label] = {"a": old, "b": new, "change": "missing"}
         return LabelComparison(
             label,
             metric_type,
@@ -363,24 +412,17 @@ def _compare_label(
     before: list[float] = []
     after: list[float] = []
     counts: Counter[str] = Counter()
-    for record_id, first, second in pairs:
-        old = first["value"] if first else None
-        new = second["value"] if second else None
+    for record_id, old, new, old_mode, new_mode in zip(*pairs, strict=True):
         change: Change = "missing"
         if isinstance(old, float) and isinstance(new, float):
             before.append(old)
             after.append(new)
             gain = (new - old) if higher_is_better else (old - new)
             change = "improved" if gain > 0 else "regressed" if gain < 0 else "unchanged"
-        if (
-            metric_type == "boolean"
-            and first
-            and second
-            and None not in (first["mode"], second["mode"])
-        ):
-            if first["mode"] and not second["mode"]:
+        if metric_type == "boolean" and old_mode is not None and new_mode is not None:
+            if old_mode and not new_mode:
                 counts["pass_to_fail"] += 1
-            elif second["mode"] and not first["mode"]:
+            elif new_mode and not old_mode:
                 counts["fail_to_pass"] += 1
         counts[change] += 1
         changes[record_id][label] = {"a": old, "b": new, "change": change}
@@ -419,15 +461,13 @@ def _compare_labels(
     metric_type: MetricType,
     value_a: AggregateValue,
     value_b: AggregateValue,
-    pairs: list[tuple[str, RecordEvaluation | None, RecordEvaluation | None]],
+    pairs: Pairs,
     changes: dict[str, dict[str, dict[str, JSON]]],
 ) -> LabelComparison:
     """A categorical (or json) label: which records changed their most common value."""
     moves: Counter[str] = Counter()
     same = 0
-    for record_id, first, second in pairs:
-        old = first["value"] if first else None
-        new = second["value"] if second else None
+    for record_id, old, new, _, _ in zip(*pairs, strict=True):
         change: Change = "missing"
         if old is not None and new is not None:
             change = "unchanged" if old == new else "changed"

@@ -25,20 +25,24 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, TypedDict
 from xml.etree import ElementTree
 
 from assay import stats
-from assay.aggregation import EvaluationSummary, summarize
+from assay.aggregation import AggregateValue
 from assay.baseline import resolve_baseline
-from assay.compare import Comparison, compare_rows
+from assay.compare import Comparison, compare_values
 from assay.errors import BaselineNotFoundError, ExperimentError
 from assay.store.backend import Backend
+from assay.store.comparison_values import ComparisonValues
+from assay.store.records import MetricType
 
 __all__ = [
     "Check",
+    "Figures",
     "GateResult",
     "evaluate_gate",
+    "figures",
     "gate_stored",
     "junit_xml",
     "markdown_report",
@@ -48,6 +52,37 @@ Outcome = Literal["pass", "regressed", "inconclusive"]
 EXIT_CODES: dict[Outcome, int] = {"pass": 0, "regressed": 1, "inconclusive": 3}
 REPORT_MARKER = "<!-- assay-gate -->"
 """First line of the Markdown report: how a bot finds its own sticky comment to update."""
+
+
+class Figures(TypedDict):
+    """What a floor is judged on: the fields of an
+    :class:`~assay.aggregation.EvaluationSummary` it reads, so either may be given."""
+
+    metric_type: MetricType
+    value: AggregateValue
+    stderr: float | None
+    """The standard error of ``value``, clustered by record."""
+    records: int
+    """How many records have a usable value."""
+
+
+def figures(values: ComparisonValues) -> dict[str, Figures]:
+    """Each label's :class:`Figures` from the per-record values, by the rules of
+    :func:`assay.aggregation.summarize` (no row needed)."""
+    found: dict[str, Figures] = {}
+    for label, item in values.labels.items():
+        stderr: float | None = None
+        if item.metric_type in ("score", "boolean"):
+            numbers = [value for value in item.values if isinstance(value, float)]
+            bounds = (0.0, 1.0) if item.metric_type == "boolean" else None
+            stderr = stats.clustered_mean(numbers, bounds=bounds).stderr
+        found[label] = Figures(
+            metric_type=item.metric_type,
+            value=item.summary(),
+            stderr=stderr,
+            records=sum(value is not None for value in item.values),
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -95,7 +130,7 @@ class GateResult:
 
 def evaluate_gate(
     candidate: str,
-    summary: Mapping[str, EvaluationSummary],
+    summary: Mapping[str, Figures],
     comparison: Comparison | None,
     *,
     minimums: Mapping[str, float] | None = None,
@@ -171,10 +206,11 @@ def gate_stored(
     baseline pinned for the candidate's project and dataset). When no baseline is found
     and ``minimums`` are given, the floors alone are checked and a note says so; without
     floors, the :class:`~assay.errors.BaselineNotFoundError` is raised. ``max_drop``,
-    ``margin`` and ``lower_is_better`` go to :func:`assay.compare.compare_rows`.
+    ``margin`` and ``lower_is_better`` go to :func:`assay.compare.compare_values`.
     """
     info = backend.resolve_experiment(candidate)
-    rows = backend.experiment_rows(info.id)
+    # Per-record values only, computed by the store: the gate never reads a row.
+    values = backend.comparison_values(info.id)
     notes: list[str] = []
     if info.status != "completed":
         notes.append(
@@ -195,14 +231,14 @@ def gate_stored(
             f"Baseline: {chosen.chosen_by}, created "
             f"{chosen.experiment.created_at:%Y-%m-%d %H:%M} UTC."
         )
-        comparison = compare_rows(
-            (chosen.experiment, backend.experiment_rows(chosen.experiment.id)),
-            (info, rows),
+        comparison = compare_values(
+            (chosen.experiment, backend.comparison_values(chosen.experiment.id)),
+            (info, values),
             max_drop=max_drop,
             margin=margin,
             lower_is_better=lower_is_better,
         )
-    summary = summarize(rows, [run.run_iteration for run in info.runs])
+    summary = figures(values)
     known = set(comparison.labels) if comparison is not None else set(summary)
     for option, labels in (
         ("max_drop", max_drop or {}),
@@ -220,7 +256,7 @@ def gate_stored(
     return replace(result, notes=tuple(notes))
 
 
-def _floor(label: str, floor: float, entry: EvaluationSummary) -> Check:
+def _floor(label: str, floor: float, entry: Figures) -> Check:
     value = entry["value"]
     stderr = entry["stderr"]
     records = entry["records"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from assay.store.comparison_values import ComparisonValues
 from assay.store.records import (
     DatasetInfo,
     DatasetVersionInfo,
@@ -146,6 +147,12 @@ class Backend(Protocol):
 
     def record_aggregates(self, experiment_id: str) -> list[RecordAggregate]:
         """Every record's across-run aggregate of every facet, refreshed if stale."""
+        ...
+
+    def comparison_values(self, experiment_id: str, *, run: int | None = None) -> ComparisonValues:
+        """Each record's value of each evaluation label over one run, or all runs (``None``):
+        what a comparison pairs on (see :mod:`assay.store.comparison_values`). Raises
+        ``ExperimentNotFoundError`` for an unknown id."""
         ...
 
     def search(

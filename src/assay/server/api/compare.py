@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from assay.compare import compare_rows, select_runs
+from assay.compare import compare_values, select_runs
 from assay.errors import ExperimentError
 from assay.server.api.experiments import experiment_or_404
 from assay.server.auth import Caller
@@ -62,9 +62,10 @@ def compare_experiments(
         except ExperimentError as error:
             raise bad_parameter(str(error), parameter=parameter) from error
     try:
-        comparison = compare_rows(
-            (baseline, store.experiment_rows(baseline.id)),
-            (candidate, store.experiment_rows(candidate.id)),
+        # Each side's per-record values, computed in the database: never the rows.
+        comparison = compare_values(
+            (baseline, store.comparison_values(baseline.id, run=run_a)),
+            (candidate, store.comparison_values(candidate.id, run=run_b)),
             run_a=run_a,
             run_b=run_b,
             max_drop=_drops(max_drop or []),

@@ -284,6 +284,21 @@ def experiment_rows(
     return _answer(request, {"data": data})
 
 
+@router.get(
+    "/experiments/{experiment_id}/comparison_values",
+    summary="Each record's value of each evaluation label, as comparisons pair them",
+)
+def comparison_values(
+    request: Request, experiment_id: str, store: Store, caller: Caller, run: RunFilter = None
+) -> Response:
+    _experiment(store, experiment_id, caller)
+    values = store.comparison_values(experiment_id, run=run)
+    return _answer(
+        request,
+        {"data": encoding.resource("comparison_values", experiment_id, values.to_json())},
+    )
+
+
 @router.get("/experiments/{experiment_id}/rows/count", summary="How many rows are stored")
 def count_rows(request: Request, experiment_id: str, store: Store, caller: Caller) -> Response:
     _experiment(store, experiment_id, caller)

@@ -2,13 +2,15 @@
 
 ``/llm/experiments/compare?a=ID&run_a=1&b=ID&run_b=4[&c=ID&run_c=2...]``: the first
 experiment is the baseline and every other is compared with it by
-:func:`assay.compare.compare_rows` — each metric's value on every side, the paired
+:func:`assay.compare.compare_values` — each metric's value on every side, the paired
 difference with its 95% interval and verdict, a bar chart — and the records side by side
 (input, expected output, each side's output and evaluations) marked improved, regressed,
 changed or unchanged, and records that some side lacks marked with the sides that have
 them; ``show=changed|improved|regressed|one-sided`` keeps only those, ``page=`` pages
-them. Each side's value carries its own 95% interval (from
-:mod:`assay.store.sql.summary_figures`), drawn as a whisker on its bar. ``?e=ID&e=ID``
+them. The comparison reads each side's per-record values (computed in the database); the
+inputs and outputs are read for the records on the page only. Each side's value carries
+its own 95% interval (from :mod:`assay.store.sql.summary_figures`), drawn as a whisker on
+its bar. ``?e=ID&e=ID``
 (the list's checkboxes) is redirected to ``a=..&b=..``.
 """
 
@@ -22,14 +24,17 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from assay.aggregation import EvaluationSummary
-from assay.compare import Comparison, compare_rows
+from assay.compare import Comparison, compare_values, select_runs
 from assay.errors import ExperimentError
 from assay.server.dependencies import Store
-from assay.server.ui import charts
+from assay.server.ui import charts, memo
 from assay.server.ui.access import Viewer, experiment_for
 from assay.server.ui.rendering import PREFIX, PageError, preview, render
 from assay.server.ui.summary import summary_of
+from assay.store.comparison_values import ComparisonValues
 from assay.store.records import ExperimentFilter, ExperimentInfo, RowRecord
+from assay.store.sql import browse
+from assay.store.sql.page_rows import page_rows
 
 router = APIRouter(include_in_schema=False)
 SIDES = string.ascii_lowercase[:8]
@@ -89,19 +94,21 @@ def comparison_page(
             "A comparison needs two experiments or more: ?a=ID&b=ID (add run_a=N to compare "
             "one run); select them on the experiments list",
         )
-    # Only the compared runs' rows: a side with one run chosen does not load the others.
-    rows: dict[tuple[str, int | None], list[RowRecord]] = {}
-    for info, run in sides:
-        if (info.id, run) not in rows:
-            rows[(info.id, run)] = store.experiment_rows(info.id, run_iteration=run)
+    # Each side is its records' values per label, computed in the database; rows (inputs,
+    # outputs) are read below for the records on the page only.
+    values: dict[tuple[str, int | None], ComparisonValues] = {}
     baseline, baseline_run = sides[0]
     comparisons: list[Comparison] = []
     try:
+        for index, (info, run) in enumerate(sides):
+            select_runs(info, run, "a" if index == 0 else "b")  # before reading anything
+            if (info.id, run) not in values:
+                values[(info.id, run)] = _side_values(store, info, run)
         for info, run in sides[1:]:
             comparisons.append(
-                compare_rows(
-                    (baseline, rows[(baseline.id, baseline_run)]),
-                    (info, rows[(info.id, run)]),
+                compare_values(
+                    (baseline, values[(baseline.id, baseline_run)]),
+                    (info, values[(info.id, run)]),
                     run_a=baseline_run,
                     run_b=run,
                 )
@@ -115,19 +122,20 @@ def comparison_page(
         {record.record_id: record.change for record in comparison.records}
         for comparison in comparisons
     ]
-    by_side = [_rows_by_record(rows[(info.id, run)], run) for info, run in sides]
-    first_rows: dict[str, RowRecord] = {}
-    for found in by_side:
-        for record_id, items in found.items():
-            first_rows.setdefault(record_id, items[0])
-    record_ids = sorted(first_rows, key=lambda record_id: (first_rows[record_id].idx, record_id))
-    present = {
-        record_id: [
-            SIDES[index].upper() for index, found in enumerate(by_side) if record_id in found
-        ]
+    side_values = [values[(info.id, run)] for info, run in sides]
+    positions = [
+        {record_id: n for n, record_id in enumerate(found.record_ids)} for found in side_values
+    ]
+    first_idx: dict[str, int] = {}
+    for found in side_values:
+        for record_id, idx in zip(found.record_ids, found.idx, strict=True):
+            first_idx.setdefault(record_id, idx)
+    record_ids = sorted(first_idx, key=lambda record_id: (first_idx[record_id], record_id))
+    one_sided = {
+        record_id
         for record_id in record_ids
+        if not all(record_id in position for position in positions)
     }
-    one_sided = {record_id for record_id, where in present.items() if len(where) < len(sides)}
     if show == "one-sided":
         record_ids = [record_id for record_id in record_ids if record_id in one_sided]
     elif (shown := SHOWN.get(show)) is not None:
@@ -138,17 +146,24 @@ def comparison_page(
         ]
     total = len(record_ids)
     record_ids = record_ids[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    by_side = _page_rows(store, sides, record_ids)
     records = []
     for record_id in record_ids:
-        first = first_rows[record_id]
+        first = next(found[record_id][0] for found in by_side if found.get(record_id))
         records.append(
             {
                 "record_id": record_id,
-                "idx": first.idx,
+                "idx": first_idx[record_id],
                 "input": preview(first.input_data),
                 "expected": preview(first.expected_output),
                 "changes": [change.get(record_id, "missing") for change in changes],
-                "only_in": present[record_id] if record_id in one_sided else [],
+                "only_in": [
+                    SIDES[index].upper()
+                    for index, position in enumerate(positions)
+                    if record_id in position
+                ]
+                if record_id in one_sided
+                else [],
                 "sides": [
                     [
                         {
@@ -204,14 +219,33 @@ def comparison_page(
     )
 
 
-def _rows_by_record(rows: list[RowRecord], run: int | None) -> dict[str, list[RowRecord]]:
-    found: dict[str, list[RowRecord]] = {}
-    for row in rows:
-        if run is None or row.run_iteration == run:
+SIDE_VALUES = memo.VersionedMemo(size=6)
+"""The per-record values of the sides compared last, until their rows change: paging or
+filtering a comparison reads none again. Few, as each holds every record's values (a few
+MB at 100,000 records)."""
+
+
+def _side_values(store: Store, info: ExperimentInfo, run: int | None) -> ComparisonValues:
+    version = browse.data_version(store.engine, info.id)
+    return SIDE_VALUES.get(
+        (info.id, run), version, lambda: store.comparison_values(info.id, run=run)
+    )
+
+
+def _page_rows(
+    store: Store, sides: list[tuple[ExperimentInfo, int | None]], record_ids: list[str]
+) -> list[dict[str, list[RowRecord]]]:
+    """Each side's rows of the page's records, by record, in run order."""
+    read: dict[tuple[str, int | None], dict[str, list[RowRecord]]] = {}
+    for info, run in sides:
+        if (info.id, run) in read:
+            continue
+        runs = [run] if run is not None else [item.run_iteration for item in info.runs]
+        found: dict[str, list[RowRecord]] = {}
+        for row in page_rows(store.engine, info.id, record_ids, runs=runs):
             found.setdefault(row.record_id, []).append(row)
-    for items in found.values():
-        items.sort(key=lambda row: row.run_iteration)
-    return found
+        read[(info.id, run)] = found
+    return [read[(info.id, run)] for info, run in sides]
 
 
 def _side_summaries(

@@ -29,6 +29,7 @@ from assay.errors import (
     QueryError,
 )
 from assay.query import check_page
+from assay.store.comparison_values import ComparisonValues
 from assay.store.http import encoding
 from assay.store.http.transport import Failures, Method, Retry, ServerConnection
 from assay.store.records import (
@@ -344,6 +345,13 @@ class HttpBackend:
             params["include"] = "spans"
         found = self._data("GET", path, params=params, failures=_EXPERIMENTS)
         return [encoding.row_from(experiment_id, item["attributes"]) for item in found]
+
+    def comparison_values(self, experiment_id: str, *, run: int | None = None) -> ComparisonValues:
+        # The server computes them in its database: one small document, never the rows.
+        path = f"/sdk/experiments/{_segment(experiment_id, _EXPERIMENTS)}/comparison_values"
+        params = {"filter[run_iteration]": run} if run is not None else {}
+        found = self._data("GET", path, params=params, failures=_EXPERIMENTS)
+        return ComparisonValues.from_json(found["attributes"])
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]:
         path = f"/sdk/experiments/{_segment(experiment_id, _EXPERIMENTS)}/summary_evaluations"

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from assay.errors import ExperimentNotFoundError
+from assay.store.comparison_values import ComparisonValues
 from assay.store.records import (
     DatasetInfo,
     DatasetVersionInfo,
@@ -42,6 +43,7 @@ from assay.store.sql.aggregates import (
     refresh_record_aggregates,
 )
 from assay.store.sql.bulk import bulk_insert, encode_json
+from assay.store.sql.comparison_values import comparison_values
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.keys import ApiKeyInfo
 from assay.store.sql.search import search as search_experiment
@@ -579,6 +581,14 @@ class SqlBackend:
             )
             for row in rows
         ]
+
+    def comparison_values(self, experiment_id: str, *, run: int | None = None) -> ComparisonValues:
+        if run is None:
+            # The across-run values are the aggregates' (one row per record and label).
+            self.refresh_aggregates(experiment_id, only_if_stale=True)
+        with self.engine.connect() as connection:
+            _known_experiment(connection, experiment_id)
+            return comparison_values(connection, experiment_id, run=run)
 
     def search(
         self,
