@@ -33,16 +33,51 @@ ROW_LEVEL = "run_iteration:1 @trace.total_tokens:>1000"
 ROW_EVALUATION = "run_iteration:1 @evaluations.custom.random_evaluator:>0.5"
 
 
+def synthetic_rows(experiment_id: str, ids: list[str], runs: list[Any]) -> Any:
+    """The benchmark's rows, run by run, generated one at a time (never all in memory):
+    tokens, duration and three evaluators (a score, a label, a boolean) drawn at random."""
+    from assay.store.records import EvaluationRecord, RowRecord, TraceRollup
+
+    rng = random.Random(7)
+    sentiments = ["positive", "negative", "neutral"]
+    for run in runs:
+        for index, record_id in enumerate(ids):
+            tokens = rng.randint(100, 2000)
+            yield RowRecord(
+                experiment_id=experiment_id,
+                run_iteration=run.run_iteration,
+                record_id=record_id,
+                idx=index,
+                span_id=str(rng.getrandbits(63)),
+                trace_id=f"{rng.getrandbits(128):032x}",
+                span_name="task",
+                start_ns=time.time_ns(),
+                duration_ns=rng.randint(10**6, 10**9),
+                input_data={"n": index},
+                output=f"answer {index}",
+                expected_output=None,
+                record_metadata={},
+                tags=[],
+                error=None,
+                retries=0,
+                evaluations=[
+                    EvaluationRecord("random_evaluator", "score", rng.random(), 0),
+                    EvaluationRecord(
+                        "sentiment_evaluator", "categorical", rng.choice(sentiments), 0
+                    ),
+                    EvaluationRecord("exact_match", "boolean", rng.random() < 0.7, 0),
+                ],
+                rollup=TraceRollup(total_tokens=tokens, estimated_total_cost=tokens * 150),
+            )
+
+
 def build(records: int, runs: int, name: str) -> tuple[Any, str]:
     """A stored experiment of synthetic rows, written straight through the store."""
     from assay import LLMObs
     from assay.experiment import pulled_experiment
     from assay.store.records import (
-        EvaluationRecord,
         ExperimentSpec,
-        RowRecord,
         RunInfo,
-        TraceRollup,
     )
 
     backend = LLMObs._backend  # enabled by stored()
@@ -63,46 +98,13 @@ def build(records: int, runs: int, name: str) -> tuple[Any, str]:
         ),
         run_infos,
     )
-    rng = random.Random(7)
     ids = [record["record_id"] for record in dataset]
-    batch: list[RowRecord] = []
-    for run in run_infos:
-        for index, record_id in enumerate(ids):
-            tokens = rng.randint(100, 2000)
-            batch.append(
-                RowRecord(
-                    experiment_id=info.id,
-                    run_iteration=run.run_iteration,
-                    record_id=record_id,
-                    idx=index,
-                    span_id=str(rng.getrandbits(63)),
-                    trace_id=f"{rng.getrandbits(128):032x}",
-                    span_name="task",
-                    start_ns=time.time_ns(),
-                    duration_ns=rng.randint(10**6, 10**9),
-                    input_data={"n": index},
-                    output=f"answer {index}",
-                    expected_output=None,
-                    record_metadata={},
-                    tags=[],
-                    error=None,
-                    retries=0,
-                    evaluations=[
-                        EvaluationRecord("random_evaluator", "score", rng.random(), 0),
-                        EvaluationRecord(
-                            "sentiment_evaluator",
-                            "categorical",
-                            rng.choice(["positive", "negative", "neutral"]),
-                            0,
-                        ),
-                        EvaluationRecord("exact_match", "boolean", rng.random() < 0.7, 0),
-                    ],
-                    rollup=TraceRollup(total_tokens=tokens, estimated_total_cost=tokens * 150),
-                )
-            )
-            if len(batch) == 5000:
-                backend.write_rows(batch)
-                batch = []
+    batch: list[Any] = []
+    for row in synthetic_rows(info.id, ids, run_infos):
+        batch.append(row)
+        if len(batch) == 5000:
+            backend.write_rows(batch)
+            batch = []
     backend.write_rows(batch)
     backend.set_experiment_status(info.id, "completed")
     return pulled_experiment(backend, backend.get_experiment(info.id)), info.id

@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-MULTI_RUN = (
-    "@multi_run_avg.@evaluations.custom.random_evaluator:>=0.5 "
-    "@multi_run_mode.@evaluations.custom.sentiment_evaluator:positive"
-)
-ROW_LEVEL = "run_iteration:1 @trace.total_tokens:>1000"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The sibling benchmark's queries and rows, so that the two measure the same experiment.
+from query import MULTI_RUN, ROW_LEVEL, synthetic_rows
+
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/assay_scale"
 ADMIN_DATABASE = "test"
 """A database that exists on the server, to connect to while creating the benchmark's."""
@@ -60,43 +61,6 @@ def ensure_database(url: str) -> None:
         if found is None:
             connection.execute(
                 sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database or ""))
-            )
-
-
-def rows_of(info: Any, ids: list[str], runs: list[Any]) -> Any:
-    """The experiment's rows, generated one at a time (never all in memory)."""
-    from assay.store.records import EvaluationRecord, RowRecord, TraceRollup
-
-    rng = random.Random(7)
-    sentiments = ["positive", "negative", "neutral"]
-    for run in runs:
-        for index, record_id in enumerate(ids):
-            tokens = rng.randint(100, 2000)
-            yield RowRecord(
-                experiment_id=info.id,
-                run_iteration=run.run_iteration,
-                record_id=record_id,
-                idx=index,
-                span_id=str(rng.getrandbits(63)),
-                trace_id=f"{rng.getrandbits(128):032x}",
-                span_name="task",
-                start_ns=time.time_ns(),
-                duration_ns=rng.randint(10**6, 10**9),
-                input_data={"n": index},
-                output=f"answer {index}",
-                expected_output=None,
-                record_metadata={},
-                tags=[],
-                error=None,
-                retries=0,
-                evaluations=[
-                    EvaluationRecord("random_evaluator", "score", rng.random(), 0),
-                    EvaluationRecord(
-                        "sentiment_evaluator", "categorical", rng.choice(sentiments), 0
-                    ),
-                    EvaluationRecord("exact_match", "boolean", rng.random() < 0.7, 0),
-                ],
-                rollup=TraceRollup(total_tokens=tokens, estimated_total_cost=tokens * 150),
             )
 
 
@@ -127,7 +91,7 @@ def build(backend: Any, records: int, runs: int, name: str) -> str:
     )
     started = time.perf_counter()
     writer = ResultWriter(backend, info.id)
-    for row in rows_of(info, ids, run_infos):
+    for row in synthetic_rows(info.id, ids, run_infos):
         writer.put(row)
     writer.close()
     elapsed = time.perf_counter() - started
