@@ -1,8 +1,10 @@
 """Running a search: resolve against the experiment's facets, compile, count, fetch a page.
 
 Everything happens in the database: the count and the page are two queries over the
-experiment's root spans (row queries) or its per-record aggregates (multi-run queries),
-then the page's evaluations or aggregates are read by index. Nothing is filtered in Python.
+experiment's root spans (row queries), over the set of rows that a row query with
+evaluation terms selects from index ranges, or over its per-record aggregates (multi-run
+queries); then the page's evaluations or aggregates are read by index. Nothing is filtered
+in Python.
 """
 
 from __future__ import annotations
