@@ -26,7 +26,7 @@ from assay.store.records import (
     StoredRecord,
 )
 from assay.store.sql.aggregates import evaluation_facet
-from assay.store.sql.datasets import _visible_at as visible_at
+from assay.store.sql.datasets import visible_at
 from assay.store.sql.record_tallies import read_record_tallies
 from assay.store.sql.search import load_catalog
 from assay.store.sql.tables import (

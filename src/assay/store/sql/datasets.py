@@ -267,7 +267,8 @@ def delete_dataset(engine: Engine, dataset_id: str) -> None:
 # Reading versions -------------------------------------------------------------------
 
 
-def _visible_at(version: int) -> Any:
+def visible_at(version: int) -> Any:
+    """The condition on ``dataset_records`` of the rows that make up ``version``."""
     return and_(
         record_table.c.version_from <= version,
         or_(record_table.c.version_to.is_(None), record_table.c.version_to > version),
@@ -294,7 +295,7 @@ def dataset_records(
             )
         rows = connection.execute(
             select(record_table)
-            .where(record_table.c.dataset_id == dataset_id, _visible_at(chosen))
+            .where(record_table.c.dataset_id == dataset_id, visible_at(chosen))
             .order_by(record_table.c.position, record_table.c.pk)
         ).all()
     # Tags are filtered here and not in SQL: JSON containment differs between SQLite and
@@ -322,7 +323,7 @@ def record_order(connection: Connection, dataset_id: str, version: int) -> list[
     """
     query = (
         select(record_table.c.record_id)
-        .where(record_table.c.dataset_id == dataset_id, _visible_at(version))
+        .where(record_table.c.dataset_id == dataset_id, visible_at(version))
         .order_by(record_table.c.position, record_table.c.pk)
     )
     return list(connection.execute(query).scalars())
