@@ -392,9 +392,14 @@ def test_tokens_rolled_up_onto_a_refreshed_row_refresh_its_record(
         kind="llm",
         metrics={"input_tokens": 400_000, "output_tokens": 100_000, "total_tokens": 500_000},
     )
+    from assay.store.sql.browse import data_version
+
+    shown = data_version(backend.engine, info.id)  # what the web UI keeps its figures by
     ingest_spans(backend.engine, info.id, [child])
+    assert data_version(backend.engine, info.id) != shown  # no counter moved, the mark did
     _refreshed_like_a_rebuild(backend, info.id)
     assert len(rebuilds) == 1 + 1  # the refresh was incremental; one rebuild is the check's
+    assert data_version(backend.engine, info.id) != shown
     after = backend.search(info.id, "@multi_run_avg.@trace.total_tokens:>100000")
     assert after.total == before + 1 and after.items[0]["record_id"] == ids[8]
 

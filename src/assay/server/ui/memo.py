@@ -4,10 +4,10 @@ An experiment's summary and its facets' counts need a pass over its rows (or its
 aggregates) that a big experiment cannot afford on every page view: at 100,000 records x
 5 runs the summary takes seconds in SQLite. They depend only on the stored rows, so they
 are kept per experiment (and run, and query) with the *data version* they were computed
-from — the writers' row and evaluation counters (``browse.data_version``), the same
-freshness rule as the per-record aggregates — and computed again when a writer has added
-anything since. A finished experiment pays once per server process; a running one pays
-whenever it has new rows, as it must.
+from — the writers' row and evaluation counters and the aggregates' row mark
+(``browse.data_version``), the freshness rule of the per-record aggregates — and computed
+again when a writer has added or changed anything since. A finished experiment pays once
+per server process; a running one pays whenever it has new rows, as it must.
 
 The memo is per process and bounded (least recently used entries go first); it holds
 small results (a summary, a few counts), never rows.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-Version = tuple[int, int]
+Version = tuple[int, ...]
 
 
 class VersionedMemo:

@@ -124,16 +124,27 @@ def experiment_page(
         return int(total), list(ids)
 
 
-def data_version(engine: Engine, experiment_id: str) -> tuple[int, int]:
-    """The writers' row and evaluation counters of an experiment: anything computed from
-    its rows is current while these are unchanged (one primary-key lookup)."""
+def data_version(engine: Engine, experiment_id: str) -> tuple[int, int, int]:
+    """What anything computed from an experiment's rows is current for: the writers' row
+    and evaluation counters, and the aggregates' row mark (one primary-key lookup each).
+
+    The mark catches what the counters miss: the HTTP intake rolling a late child span's
+    tokens onto a row in place moves the mark back (``aggregates.reopen_rows``), and the
+    refresh after it moves the mark past the child.
+    """
     with engine.connect() as connection:
         found = connection.execute(
-            select(experiments.c.row_count, experiments.c.evaluation_count).where(
-                experiments.c.id == experiment_id
-            )
+            select(
+                experiments.c.row_count,
+                experiments.c.evaluation_count,
+                select(aggregate_state.c.row_mark)
+                .where(aggregate_state.c.experiment_id == experiment_id)
+                .scalar_subquery(),
+            ).where(experiments.c.id == experiment_id)
         ).first()
-    return (int(found.row_count), int(found.evaluation_count)) if found else (0, 0)
+    if found is None:
+        return (0, 0, 0)
+    return (int(found[0]), int(found[1]), int(found[2] or 0))
 
 
 def short_mode(table: Any) -> Any:
