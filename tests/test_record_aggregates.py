@@ -154,7 +154,7 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
             (
                 *(row.run_iteration, row.facet, row.value or "", row.n, row.errors),
                 *(row.numbers, row.booleans, row.trues),
-                *(rounded(row.total), rounded(row.squares), rounded(row.low), rounded(row.high)),
+                *(rounded(row.total), rounded(row.low), rounded(row.high)),
             )
             for row in connection.execute(
                 select(run_aggregates).where(run_aggregates.c.experiment_id == experiment_id)

@@ -10,7 +10,7 @@ for an evaluation label's categorical values, one row per value with its count:
 - ``evaluation:<label>``: ``n`` usable values (categorical values plus numbers, as
   ``record_aggregates.n`` counts them), ``errors``, ``numbers`` (scores, and booleans as
   1/0), ``booleans`` and ``trues`` among the numbers, and the numbers' ``total``,
-  ``squares`` (sum of squares), ``low`` and ``high``.
+  ``low`` and ``high``.
 
 **Kept exact by adding only.** Rows are never deleted and an evaluation is only ever
 deleted to be replaced, so a refresh adds the rows and evaluations past the last marks
@@ -84,7 +84,6 @@ class RunTotals:
     booleans: int = 0
     trues: int = 0
     total: float | None = None
-    squares: float | None = None
     low: float | None = None
     high: float | None = None
 
@@ -95,7 +94,6 @@ class RunTotals:
         self.booleans += other.booleans
         self.trues += other.trues
         self.total = _plus(self.total, other.total)
-        self.squares = _plus(self.squares, other.squares)
         self.low = _least(self.low, other.low, min)
         self.high = _least(self.high, other.high, max)
 
@@ -177,7 +175,6 @@ def _contributions(
                 case((and_(a_boolean, evaluations.c.boolean_value == true()), 1), else_=None)
             ).label("trues"),
             func.sum(usable_number).label("total"),
-            func.sum(usable_number * usable_number).label("squares"),
             func.min(usable_number).label("low"),
             func.max(usable_number).label("high"),
         )
@@ -195,7 +192,6 @@ def _contributions(
                 booleans=int(row.booleans),
                 trues=int(row.trues),
                 total=float(row.total) if numbers else None,
-                squares=float(row.squares) if numbers else None,
                 low=float(row.low) if numbers else None,
                 high=float(row.high) if numbers else None,
             )
@@ -301,7 +297,6 @@ def _totals(row: Any) -> RunTotals:
         booleans=int(row.booleans),
         trues=int(row.trues),
         total=number(row.total),
-        squares=number(row.squares),
         low=number(row.low),
         high=number(row.high),
     )

@@ -313,7 +313,7 @@ aggregate_state = Table(
 # run instead of grouping every evaluation by run (``run_aggregates``). ``value`` NULL: the
 # facet's totals (status: rows and failed rows; a trace metric: rows with it and their sum;
 # an evaluation label: usable values, errors, numbers, booleans, True values, and the sum,
-# sum of squares, least and greatest of the numbers); ``value`` a text: how many of the
+# least and greatest of the numbers); ``value`` a text: how many of the
 # run's evaluations of the label have that categorical value (``n``). No primary key:
 # a categorical value may be longer than an index entry can be.
 run_aggregates = Table(
@@ -329,7 +329,6 @@ run_aggregates = Table(
     Column("booleans", BigInteger, nullable=False),
     Column("trues", BigInteger, nullable=False),
     Column("total", Float, nullable=True),
-    Column("squares", Float, nullable=True),
     Column("low", Float, nullable=True),
     Column("high", Float, nullable=True),
     Index("ix_run_aggregates_run", "experiment_id", "run_iteration", "facet"),

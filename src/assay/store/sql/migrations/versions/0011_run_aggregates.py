@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("booleans", sa.BigInteger(), nullable=False),
         sa.Column("trues", sa.BigInteger(), nullable=False),
         sa.Column("total", sa.Float(), nullable=True),
-        sa.Column("squares", sa.Float(), nullable=True),
         sa.Column("low", sa.Float(), nullable=True),
         sa.Column("high", sa.Float(), nullable=True),
         sa.ForeignKeyConstraint(
