@@ -5,8 +5,9 @@ condition on its records, one ``record_aggregates`` row each. Every leaf compile
 condition that is never NULL (so ``NOT`` of a missing attribute is true, as in the
 reference evaluator :mod:`assay.query.evaluate`, whose semantics this module follows):
 
-- evaluations: ``span_id IN (SELECT span_id FROM evaluations WHERE label = ... AND ...)``,
-  evaluated once per query, on the typed value columns;
+- evaluations: one range of a typed covering index per term
+  (``tables.EVALUATION_VALUE_INDEXES``), as ``span_id IN (...)`` in a condition, or as a
+  set of its own in :meth:`QueryCompiler.row_set`;
 - ``@trace.*`` / ``@duration`` / ``@status`` / ``@meta.error.type``: the span's columns;
 - ``@meta.<field>.<path>`` and record tags: the JSON functions of each dialect (SQLite's
   ``json_type``/``json_extract``/``json_each``, PostgreSQL's ``json_typeof``/
@@ -357,7 +358,8 @@ class QueryCompiler:
     def _row_leaf(self, node: Any) -> Condition:
         facet = node.attribute
         if isinstance(facet, EvaluationFacet):
-            return _never_null(spans.c.span_id.in_(self._evaluation_spans(facet, node)))
+            found = self._evaluation_set(facet, node, None)
+            return _never_null(spans.c.span_id.in_(found))
         if isinstance(facet, MetricFacet):
             # Numeric columns: compared without a cast, so the root-span index serves them.
             column = spans.c[_METRIC_COLUMNS[facet.metric]]
@@ -377,25 +379,6 @@ class QueryCompiler:
         if isinstance(facet, TagFacet):
             return self._tag_leaf(facet, node)
         raise self._unsupported(node)
-
-    def _evaluation_spans(self, facet: EvaluationFacet, node: Any) -> Any:
-        usable = [
-            evaluations.c.experiment_id == self.experiment_id,
-            evaluations.c.label == facet.label,
-            evaluations.c.error_type.is_(None),
-        ]
-        metric_type = facet.metric_type
-        if metric_type == "score":
-            boolean_number = _boolean_number(evaluations.c.boolean_value)
-            value = func.coalesce(evaluations.c.score_value, boolean_number)
-            condition = self._number_leaf(value, facet, node)
-        elif metric_type == "boolean":
-            condition = self._boolean_leaf(evaluations.c.boolean_value, node)
-        elif metric_type == "categorical":
-            condition = self._text_leaf(evaluations.c.categorical_value, node)
-        else:
-            condition = self._json_leaf(self.json.at(evaluations.c.json_value, ()), node)
-        return select(evaluations.c.span_id).where(*usable, condition)
 
     def _run_leaf(self, facet: RunFacet, node: Any) -> Condition:
         if facet.key == "run_iteration":
