@@ -292,6 +292,13 @@ EVALUATION_QUERIES = [
 ]
 
 
+TOKEN_QUERIES = [
+    "@trace.total_tokens:>1000",
+    "@trace.total_tokens:[200 TO 900] -@status:error",
+    "@trace.total_tokens:<300 OR @evaluations.custom.score:>0.9",
+]
+
+
 @on_every_backend
 @pytest.mark.parametrize("walk_rows", [0, 1_000_000], ids=["sorted-set", "read-in-order"])
 def test_evaluation_queries_in_one_run_page_by_either_path(
@@ -301,11 +308,32 @@ def test_evaluation_queries_in_one_run_page_by_either_path(
     query names, a NOT's complement included); their pages are read in order where matches
     are dense and sorted from the set where sparse. Both give the reference's rows, in page
     order, with the same count."""
+    pages_match_the_reference(searched, sql_url, walk_rows, monkeypatch, EVALUATION_QUERIES)
+
+
+@on_every_backend
+@pytest.mark.parametrize("walk_rows", [0, 1_000_000], ids=["sorted-set", "read-in-order"])
+def test_token_queries_count_first_and_page_by_either_path(
+    searched: Any, sql_url: str, walk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row query on total tokens is counted first (one range of the token index); its
+    page walks the rows in page order where matches are dense and sorts the matches the
+    token index finds where they are sparse."""
+    pages_match_the_reference(searched, sql_url, walk_rows, monkeypatch, TOKEN_QUERIES)
+
+
+def pages_match_the_reference(
+    searched: Any,
+    sql_url: str,
+    walk_rows: int,
+    monkeypatch: pytest.MonkeyPatch,
+    queries: list[str],
+) -> None:
     from assay.store.sql import search
 
     monkeypatch.setattr(search, "_WALK_ROWS", walk_rows)
     experiment, rows = searched
-    for query in EVALUATION_QUERIES:
+    for query in queries:
         for scoped, run in ((f"run_iteration:2 {query}", None), (query, 3), (query, None)):
             wanted = expected(sql_url, experiment, rows, scoped)
             if run is not None:
@@ -313,6 +341,8 @@ def test_evaluation_queries_in_one_run_page_by_either_path(
             everything = experiment.search(scoped, run=run, limit=1000)
             got = [(item["record_id"], item["run_iteration"]) for item in everything.items]
             assert set(got) == wanted and everything.total == len(wanted), (scoped, run)
+            order = [(item["run_iteration"], item["idx"]) for item in everything.items]
+            assert order == sorted(order), (scoped, run)  # page order
             pages = [experiment.search(scoped, run=run, limit=4, offset=n) for n in (0, 4, 8)]
             assert [page.total for page in pages] == [len(wanted)] * 3
             paged = [(i["record_id"], i["run_iteration"]) for p in pages for i in p.items]

@@ -21,6 +21,7 @@ The syntax, by example:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import replace
 from typing import Final
@@ -119,6 +120,13 @@ def parse(text: str) -> Node | None:
         raise QueryError(f"A query is text, not {type(text).__name__}", query=repr(text))
     if not text.strip():
         return None
+    return _parsed(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> Node:
+    """Kept per text: the tree is frozen, and a page of results (the UI, a paging client)
+    asks the same query again and again, where parsing costs as much as an indexed count."""
     try:
         tree = _PARSER.parse(text)
     except UnexpectedInput as error:

@@ -16,7 +16,7 @@ from sqlalchemy.pool import StaticPool
 from assay.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 """The newest migration; a test checks it against the migrations folder. Knowing it here
 lets an up-to-date store open without importing Alembic at all."""
 _migrated: set[str] = set()
@@ -31,6 +31,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 16 MiB of page cache a connection, not SQLite's 2 MB: a count over one run's index
+    # range of a 100,000-record experiment (a few MB) then reads from memory, not through
+    # a read call per page, and takes half the time. The cache is kept across
+    # transactions while no other connection writes, and filled only as pages are read.
+    cursor.execute("PRAGMA cache_size=-16384")
     cursor.close()
 
 

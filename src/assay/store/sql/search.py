@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, true
+from sqlalchemy import Connection, case, func, select, true
+from sqlalchemy.sql import visitors
 
 from assay.errors import QueryError
 from assay.query import Catalog, check_page, describe, resolve
@@ -27,7 +28,7 @@ from assay.store.sql.tables import (
     record_aggregates,
     spans,
 )
-from assay.store.sql.values import evaluation_from_columns
+from assay.store.sql.values import VALUE_COLUMNS, evaluation_value
 
 ROW_SORTS = {
     "idx": ("idx",),
@@ -145,35 +146,118 @@ def _search_rows(
         ).scalar_one()
     if resolved.node is not None and has_evaluation_terms(resolved.node):
         matching, total = _rows_by_set(
-            connection, info, compiler, resolved.node, scope, order, run, everything, limit, offset
+            connection,
+            info,
+            compiler,
+            resolved.node,
+            scope,
+            order,
+            run,
+            everything,
+            limit,
+            offset,
         )
     else:
         condition = compiler.rows(resolved.node) if resolved.node is not None else true()
-        # The page and the count are two queries: the root-span index gives rows in page
-        # order (the page stops after `limit`) and holds the trace metrics (the count
-        # reads no row), where one windowed query would have to find and sort every match
-        # first. Ids and sort keys only: the sort does not carry inputs and outputs around.
-        matching = list(
-            connection.execute(
-                select(spans.c.span_id)
-                .where(*scope, condition)
-                .order_by(*order)
-                .limit(limit)
-                .offset(offset)
-            ).scalars()
-        )
-        if len(matching) < limit and (matching or offset == 0):
-            total = offset + len(matching)  # the page ends before the limit: it is the last
+        if resolved.node is not None and _reads_tokens(condition):
+            matching, total = _rows_counted_first(
+                connection,
+                info,
+                resolved.node,
+                condition,
+                scope,
+                order,
+                run,
+                everything,
+                limit,
+                offset,
+                sort,
+            )
         else:
-            total = connection.execute(
-                select(func.count()).select_from(spans).where(*scope, condition)
-            ).scalar_one()
+            # The page and the count are two queries: the root-span index gives rows in
+            # page order (the page stops after `limit`) and holds the trace metrics (the
+            # count reads no row), where one windowed query would have to find and sort
+            # every match first. Ids and sort keys only: the sort does not carry inputs and
+            # outputs around.
+            matching = _page(connection, scope, condition, order, limit, offset)
+            if len(matching) < limit and (matching or offset == 0):
+                total = offset + len(matching)  # the page ends before the limit: the last
+            else:
+                total = connection.execute(
+                    select(func.count()).select_from(spans).where(*scope, condition)
+                ).scalar_one()
     if everything is None:
         everything = total
     items = row_items(connection, info.id, matching)
     return SearchPage(
         total=int(total), items=items, multi_run=False, description=description, of=int(everything)
     )
+
+
+def _page(
+    connection: Connection,
+    scope: list[Any],
+    condition: Any,
+    order: list[Any],
+    limit: int,
+    offset: int,
+) -> list[str]:
+    return list(
+        connection.execute(
+            select(spans.c.span_id)
+            .where(*scope, condition)
+            .order_by(*order)
+            .limit(limit)
+            .offset(offset)
+        ).scalars()
+    )
+
+
+def _reads_tokens(condition: Any) -> bool:
+    return any(element is spans.c.total_tokens for element in visitors.iterate(condition))
+
+
+def _rows_read(info: ExperimentInfo, run: int | None, within: int | None, rows: int) -> float:
+    """How many rows a page read in page order steps through, at most: those of one run
+    where the query names the run."""
+    return rows / len(info.runs) if run is None and within is not None else rows
+
+
+def _rows_counted_first(
+    connection: Connection,
+    info: ExperimentInfo,
+    node: Any,
+    condition: Any,
+    scope: list[Any],
+    order: list[Any],
+    run: int | None,
+    everything: int | None,
+    limit: int,
+    offset: int,
+    sort: str | None,
+) -> tuple[list[str], int]:
+    """The count and page of a row query on total tokens: the count is one range of
+    ``ix_spans_root_tokens``; the page, where matches are dense, walks the rows in page
+    order as other row queries do, and where they are sparse sorts the few matches that
+    the token index finds."""
+    within = run if run is not None else required_run(node)
+    if run is None and within is not None:
+        scope = [*scope, spans.c.run_iteration == within]
+    total = int(
+        connection.execute(
+            select(func.count()).select_from(spans).where(*scope, condition)
+        ).scalar_one()
+    )
+    if total <= offset:
+        return [], total
+    read = _rows_read(info, run, within, everything or 0)
+    dense = (offset + limit) * read / total <= _WALK_ROWS
+    if dense and not sort and connection.dialect.name == "sqlite":
+        # SQLite keeps no statistics here: told the token range, it would take the token
+        # index and sort every match, where walking the page order stops after the page.
+        # A CASE is opaque to its planner, and true exactly where the condition is.
+        condition = case((condition, 1), else_=0) == 1
+    return _page(connection, scope, condition, order, limit, offset), total
 
 
 def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> list[dict[str, JSON]]:
@@ -204,13 +288,17 @@ def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> lis
         )
     }
     values: dict[str, dict[str, JSON]] = defaultdict(dict)
+    # The values only: reasoning, metadata and tags stay in the table.
     for evaluation in connection.execute(
-        select(evaluations).where(
-            evaluations.c.experiment_id == experiment_id, evaluations.c.span_id.in_(ids)
-        )
+        select(
+            evaluations.c.span_id,
+            evaluations.c.label,
+            evaluations.c.error_type,
+            *(evaluations.c[name] for name in VALUE_COLUMNS),
+        ).where(evaluations.c.experiment_id == experiment_id, evaluations.c.span_id.in_(ids))
     ):
         values[evaluation.span_id][evaluation.label] = (
-            None if evaluation.error_type is not None else evaluation_from_columns(evaluation).value
+            None if evaluation.error_type is not None else evaluation_value(evaluation)
         )
     return [
         {
@@ -269,23 +357,13 @@ def _rows_by_set(
     )
     if total <= offset:
         return [], total
-    # The share of the rows read in page order that match, those of one run where the
-    # query names the run.
-    rows = everything or 0
-    read = rows / len(info.runs) if run is None and within is not None else rows
+    read = _rows_read(info, run, within, everything or 0)
     if (offset + limit) * read / total <= _WALK_ROWS:
         condition = compiler.rows(node, probe=True)
     else:
         nested = matches.subquery()
         condition = spans.c.span_id.in_(select(nested.c.span_id))
-    page = connection.execute(
-        select(spans.c.span_id)
-        .where(*scope, condition)
-        .order_by(*order)
-        .limit(limit)
-        .offset(offset)
-    ).scalars()
-    return list(page), total
+    return _page(connection, scope, condition, order, limit, offset), total
 
 
 def aggregate_names(facet: str, mean: float | None, mode: str | None) -> dict[str, JSON]:

@@ -381,6 +381,17 @@ Index(
     sqlite_where=text("parent_id IS NULL"),
     postgresql_where=text("parent_id IS NULL"),
 )
+# The count of `run_iteration:1 @trace.total_tokens:>1000`: one range of entries a third
+# the size of ix_spans_root_order's, where that index would be read for the whole run. The
+# page still walks ix_spans_root_order in page order (search._search_rows).
+Index(
+    "ix_spans_root_tokens",
+    spans.c.experiment_id,
+    spans.c.run_iteration,
+    spans.c.total_tokens,
+    sqlite_where=text("parent_id IS NULL"),
+    postgresql_where=text("parent_id IS NULL"),
+)
 # Duration percentiles of an experiment's rows: an ``ORDER BY duration_ns OFFSET k`` reads
 # this index in order instead of sorting every row (summary_figures).
 Index(

@@ -79,10 +79,35 @@ def evaluation_values(evaluation: EvaluationRecord) -> tuple[Any, ...]:
 
 def evaluation_from_columns(row: Any) -> EvaluationRecord:
     """The inverse of :func:`evaluation_columns`, for a result row with the same names."""
+    return EvaluationRecord(
+        label=row.label,
+        metric_type=row.metric_type,
+        value=evaluation_value(row),
+        timestamp_ms=row.timestamp_ms,
+        reasoning=row.reasoning,
+        assessment=row.assessment,
+        metadata=row.metadata,
+        tags=row.tags,
+        error=error_from_columns(row),
+    )
+
+
+VALUE_COLUMNS = (
+    "metric_type",
+    "raw_value",
+    "boolean_value",
+    "score_value",
+    "json_value",
+    "categorical_value",
+)
+"""The columns :func:`evaluation_value` reads."""
+
+
+def evaluation_value(row: Any) -> JSON:
+    """An evaluation's value from its result row's ``VALUE_COLUMNS``."""
     metric_type: MetricType = row.metric_type
-    value: JSON
     if row.raw_value is not None:
-        value = row.raw_value
+        value: JSON = row.raw_value
     elif metric_type == "boolean":
         value = row.boolean_value
     elif metric_type == "score":
@@ -91,17 +116,7 @@ def evaluation_from_columns(row: Any) -> EvaluationRecord:
         value = row.json_value
     else:
         value = row.categorical_value
-    return EvaluationRecord(
-        label=row.label,
-        metric_type=metric_type,
-        value=value,
-        timestamp_ms=row.timestamp_ms,
-        reasoning=row.reasoning,
-        assessment=row.assessment,
-        metadata=row.metadata,
-        tags=row.tags,
-        error=error_from_columns(row),
-    )
+    return value
 
 
 def error_from_columns(row: Any) -> ErrorInfo | None:
