@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Text, cast, null, select, update
+from sqlalchemy import JSON, Connection, Text, bindparam, cast, null, select, update
 
 from assay.store.sql.aggregates import count_written, reopen_rows
 from assay.store.sql.backend import EVALUATION_COLUMNS
 from assay.store.sql.bulk import bulk_insert
 from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
-from assay.store.sql.ingest.write import chunks, stored_roots
+from assay.store.sql.ingest.write import chunks, looked_up, stored_roots
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import posted_evaluations, spans
 from assay.store.sql.values import EVALUATION_VALUE_COLUMNS
@@ -35,6 +35,25 @@ def _as_stored(name: str) -> Any:
 # The ledger's values in EVALUATION_VALUE_COLUMNS order, copied to ``evaluations`` as they
 # are: decoding their JSON only to encode it again was much of the cost of moving them.
 _STORED_VALUES = [_as_stored(name) for name in EVALUATION_VALUE_COLUMNS]
+# Built once, as the look-ups of ``write`` are.
+_PENDING = (
+    posted_evaluations.c.experiment_id == bindparam("experiment_id"),
+    posted_evaluations.c.span_id.in_(bindparam("keys", expanding=True)),
+    posted_evaluations.c.pending.is_(True),
+)
+_WAITING = select(posted_evaluations.c.pk, posted_evaluations.c.span_id, *_STORED_VALUES).where(
+    *_PENDING
+)
+_PENDING_SPANS = select(posted_evaluations.c.span_id).where(*_PENDING).distinct()
+_CLAIM = (
+    update(posted_evaluations)
+    .where(
+        posted_evaluations.c.pk.in_(bindparam("pks", expanding=True)),
+        posted_evaluations.c.pending.is_(True),
+    )
+    .values(pending=False, **_CLEARED)
+    .returning(posted_evaluations.c.pk)
+)
 
 
 def adopt_pending(
@@ -59,29 +78,10 @@ def adopt_pending(
     # behind tables that are filling up, and a bad plan reads every span of the store.
     if roots is None:
         roots = stored_roots(connection, experiment_id, span_ids)
-    waiting: list[Any] = []
-    for chunk in chunks(sorted(roots)):
-        waiting.extend(
-            connection.execute(
-                select(
-                    posted_evaluations.c.pk, posted_evaluations.c.span_id, *_STORED_VALUES
-                ).where(
-                    posted_evaluations.c.experiment_id == experiment_id,
-                    posted_evaluations.c.span_id.in_(chunk),
-                    posted_evaluations.c.pending.is_(True),
-                )
-            ).all()
-        )
+    waiting = list(looked_up(connection, _WAITING, experiment_id, sorted(roots)))
     claimed: set[int] = set()
     for pks in chunks([row.pk for row in waiting]):
-        claimed.update(
-            connection.execute(
-                update(posted_evaluations)
-                .where(posted_evaluations.c.pk.in_(pks), posted_evaluations.c.pending.is_(True))
-                .values(pending=False, **_CLEARED)
-                .returning(posted_evaluations.c.pk)
-            ).scalars()
-        )
+        claimed.update(connection.execute(_CLAIM, {"pks": list(pks)}).scalars())
     rows = []
     moved = set()
     for row in waiting:
@@ -99,20 +99,7 @@ def pending_span_ids(
     connection: Connection, experiment_id: str, span_ids: Sequence[str]
 ) -> set[str]:
     """Which of these spans have metrics waiting for them."""
-    found: set[str] = set()
-    for chunk in chunks(span_ids):
-        found.update(
-            connection.execute(
-                select(posted_evaluations.c.span_id)
-                .where(
-                    posted_evaluations.c.experiment_id == experiment_id,
-                    posted_evaluations.c.span_id.in_(chunk),
-                    posted_evaluations.c.pending.is_(True),
-                )
-                .distinct()
-            ).scalars()
-        )
-    return found
+    return {row.span_id for row in looked_up(connection, _PENDING_SPANS, experiment_id, span_ids)}
 
 
 def roll_up(connection: Connection, *, experiment_id: str, trace_ids: set[str]) -> None:

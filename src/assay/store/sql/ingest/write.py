@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from assay.store.sql.aggregates import count_written
@@ -26,6 +26,47 @@ _LEDGER_KEY = ("experiment_id", "span_id", "run_iteration", "pending", "trace_id
 _LEDGER_STORED = (*_LEDGER_KEY, "label", "metric_type", "timestamp_ms")
 _LEDGER_PENDING = (*_LEDGER_KEY, *EVALUATION_VALUE_COLUMNS)
 _SUMMARY_COLUMNS = ("experiment_id", "run_iteration", *EVALUATION_VALUE_COLUMNS)
+
+# The look-ups of every post, built once: building a statement with its ``IN`` list for
+# each post (coercing each value) and finding it in the compiled cache cost more than
+# running it. Each takes ``experiment_id`` and a list of ``keys``.
+_EXPERIMENT: BindParameter[str] = bindparam("experiment_id")
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_STORED_SPANS = select(spans.c.span_id).where(
+    spans.c.experiment_id == _EXPERIMENT, spans.c.span_id.in_(_KEYS)
+)
+_TAKEN_ROWS = select(spans.c.run_iteration, spans.c.record_id).where(
+    spans.c.experiment_id == _EXPERIMENT,
+    spans.c.parent_id.is_(None),
+    spans.c.run_iteration.in_(bindparam("runs", expanding=True)),
+    spans.c.record_id.in_(_KEYS),
+)
+_LEDGER = select(
+    posted_evaluations.c.pk,
+    posted_evaluations.c.span_id,
+    posted_evaluations.c.run_iteration,
+    posted_evaluations.c.label,
+    posted_evaluations.c.pending,
+    posted_evaluations.c.timestamp_ms,
+).where(
+    posted_evaluations.c.experiment_id == _EXPERIMENT,
+    posted_evaluations.c.span_id.in_(_KEYS),
+)
+_STORED_ROOTS = select(spans.c.span_id, spans.c.run_iteration, spans.c.record_id).where(
+    spans.c.experiment_id == _EXPERIMENT,
+    spans.c.span_id.in_(_KEYS),
+    spans.c.parent_id.is_(None),
+)
+
+
+def looked_up(
+    connection: Connection, statement: Any, experiment_id: str, keys: Sequence[Any], **more: Any
+) -> Iterator[Any]:
+    """The rows of one of the built look-ups for these keys, a chunk at a time."""
+    for chunk in chunks(keys):
+        yield from connection.execute(
+            statement, {"experiment_id": experiment_id, "keys": list(chunk), **more}
+        )
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
@@ -202,15 +243,10 @@ def _write_spans(
     if not keys:
         return 0
     experiment_id = plans[0].experiment.id
-    stored: set[str] = set()
-    for chunk in chunks([key.span_id for key in keys]):
-        stored.update(
-            connection.execute(
-                select(spans.c.span_id).where(
-                    spans.c.experiment_id == experiment_id, spans.c.span_id.in_(chunk)
-                )
-            ).scalars()
-        )
+    stored = {
+        row.span_id
+        for row in looked_up(connection, _STORED_SPANS, experiment_id, [k.span_id for k in keys])
+    }
     # A root is also one (run, record) row: another span for a row already stored is a
     # re-post of that row under a new id (a client that retried the whole record).
     taken: set[tuple[int, str]] = set()
@@ -218,17 +254,15 @@ def _write_spans(
     # The runs as well as the records: with the records alone the unique index (experiment,
     # run, record) cannot serve the look-up, which then reads every row of the experiment
     # and makes each post slower than the one before.
-    root_runs = sorted({key.run_iteration for key in root_keys})
-    for chunk in chunks(sorted({key.record_id for key in root_keys})):
+    if root_keys:
         taken.update(
             (row.run_iteration, row.record_id)
-            for row in connection.execute(
-                select(spans.c.run_iteration, spans.c.record_id).where(
-                    spans.c.experiment_id == experiment_id,
-                    spans.c.parent_id.is_(None),
-                    spans.c.run_iteration.in_(root_runs),
-                    spans.c.record_id.in_(chunk),
-                )
+            for row in looked_up(
+                connection,
+                _TAKEN_ROWS,
+                experiment_id,
+                sorted({key.record_id for key in root_keys}),
+                runs=sorted({key.run_iteration for key in root_keys}),
             )
         )
     fresh = []
@@ -290,21 +324,10 @@ def _write_metrics(
         return
     experiment_id = plans[0].experiment.id
     ledger: dict[MetricKey, Any] = {}
-    for chunk in chunks(sorted({key[0] for latest in latests for key in latest})):
-        for row in connection.execute(
-            select(
-                posted_evaluations.c.pk,
-                posted_evaluations.c.span_id,
-                posted_evaluations.c.run_iteration,
-                posted_evaluations.c.label,
-                posted_evaluations.c.pending,
-                posted_evaluations.c.timestamp_ms,
-            ).where(
-                posted_evaluations.c.experiment_id == experiment_id,
-                posted_evaluations.c.span_id.in_(chunk),
-            )
-        ):
-            ledger[(row.span_id, row.run_iteration, row.label)] = row
+    for row in looked_up(
+        connection, _LEDGER, experiment_id, sorted({key[0] for latest in latests for key in latest})
+    ):
+        ledger[(row.span_id, row.run_iteration, row.label)] = row
     span_ids = [key[0] for latest in latests for key in latest if key[0]]
     roots = stored_roots(connection, experiment_id, span_ids)
 
@@ -378,14 +401,7 @@ def stored_roots(
     connection: Connection, experiment_id: str, span_ids: Iterable[str]
 ) -> dict[str, Any]:
     """Root spans among these ids: span id to (span_id, run_iteration, record_id)."""
-    found: dict[str, Any] = {}
-    for chunk in chunks(sorted(set(span_ids))):
-        for row in connection.execute(
-            select(spans.c.span_id, spans.c.run_iteration, spans.c.record_id).where(
-                spans.c.experiment_id == experiment_id,
-                spans.c.span_id.in_(chunk),
-                spans.c.parent_id.is_(None),
-            )
-        ):
-            found[row.span_id] = row
-    return found
+    return {
+        row.span_id: row
+        for row in looked_up(connection, _STORED_ROOTS, experiment_id, sorted(set(span_ids)))
+    }
