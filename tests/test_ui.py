@@ -251,6 +251,32 @@ def test_the_memo_recomputes_when_the_rows_change() -> None:
     assert calls == ["a1", "a3", "b", "c", "a4"]
 
 
+def test_paging_a_comparison_compares_once(
+    client: TestClient, seeded: tuple[SqlBackend, Seeded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A comparison is kept with each record's change until either side's rows change:
+    the next page, or another filter, compares nothing again."""
+    from assay.server.ui import compare
+
+    _, ids = seeded
+    monkeypatch.setattr(compare, "PAGE_SIZE", 3)
+    compare.COMPARISONS.clear()
+    calls: list[int] = []
+    real = compare.compare_values
+
+    def counted(*arguments: Any, **options: Any) -> Any:
+        calls.append(1)
+        return real(*arguments, **options)
+
+    monkeypatch.setattr(compare, "compare_values", counted)
+    url = f"/llm/experiments/compare?a={ids.baseline_id}&b={ids.candidate_id}"
+    pages = [client.get(f"{url}&page={number}").text for number in (1, 2)]
+    assert client.get(f"{url}&show=regressed").status_code == 200
+    assert len(calls) == 1
+    assert "Page 1 of" in pages[0] and "Page 2 of" in pages[1]
+    assert pages[0] != pages[1]
+
+
 def test_facets_read_and_write_the_query() -> None:
     from assay.query import Catalog
 

@@ -25,9 +25,11 @@ stored (see ``docs/compare.md``).
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -144,6 +146,10 @@ class Comparison:
     only_in_b: list[str]
 
     def to_dict(self) -> dict[str, JSON]:
+        with collector_paused():
+            return self._as_dict()
+
+    def _as_dict(self) -> dict[str, JSON]:
         return {
             "a": asdict(self.a),
             "b": asdict(self.b),
@@ -297,6 +303,46 @@ def compare_values(
     score, the range of the record values on both sides). ``lower_is_better`` names
     labels where smaller is better.
     """
+    with collector_paused():
+        return _compare_values(
+            a,
+            b,
+            run_a=run_a,
+            run_b=run_b,
+            max_drop=max_drop,
+            margin=margin,
+            lower_is_better=lower_is_better,
+        )
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a comparison's objects are built.
+
+    A comparison of 100,000 records makes a few hundred thousand small dicts and lists,
+    none of them in a cycle; each thousand new objects set off a collection, and every so
+    often one that walks every object the process holds. At that size those passes cost
+    several times the work itself (1.7 s of a 1.9 s ``to_dict``). Nothing here needs
+    them; the collector is switched back on after, unless it was off before."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _compare_values(
+    a: tuple[ExperimentInfo, ComparisonValues],
+    b: tuple[ExperimentInfo, ComparisonValues],
+    *,
+    run_a: int | None,
+    run_b: int | None,
+    max_drop: Mapping[str, float] | None,
+    margin: float | Mapping[str, float] | None,
+    lower_is_better: Collection[str],
+) -> Comparison:
     info_a, values_a = a
     info_b, values_b = b
     runs_a = select_runs(info_a, run_a, "a")

@@ -42,13 +42,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _leaf(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+# The encoder of ``encode_json`` (same spacing, real characters), told about datetimes:
+# a document is encoded as it is, where copying it through ``_plain`` first took most of
+# the time of a big one (3 s of a comparison of 100,000 records).
+_DOCUMENT_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_leaf, allow_nan=False)
+
+
 class JsonApiResponse(JSONResponse):
     """A JSON:API document; NaN and infinities (an empty aggregate) are written as null."""
 
     media_type = MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
-        return (encode_json(_plain(content)) or "null").encode("utf-8")
+        try:
+            text = _DOCUMENT_ENCODER.encode(content)
+        except (TypeError, ValueError):
+            # NaN or infinity, a key that is no string, a value of another type: the
+            # copy that spells each of them.
+            text = encode_json(_plain(content)) or "null"
+        return text.encode("utf-8")
 
 
 class ApiError(Exception):

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from assay.aggregation import EvaluationSummary
-from assay.compare import Comparison, compare_values, select_runs
+from assay.compare import Comparison, collector_paused, compare_values, select_runs
 from assay.errors import ExperimentError
 from assay.server.dependencies import Store
 from assay.server.ui import charts, memo
@@ -104,24 +104,16 @@ def comparison_page(
             select_runs(info, run, "a" if index == 0 else "b")  # before reading anything
             if (info.id, run) not in values:
                 values[(info.id, run)] = _side_values(store, info, run)
+        changes: list[dict[str, str]] = []
         for info, run in sides[1:]:
-            comparisons.append(
-                compare_values(
-                    (baseline, values[(baseline.id, baseline_run)]),
-                    (info, values[(info.id, run)]),
-                    run_a=baseline_run,
-                    run_b=run,
-                )
-            )
+            comparison, changed = _compared(store, (baseline, baseline_run), (info, run), values)
+            comparisons.append(comparison)
+            changes.append(changed)
     except ExperimentError as error:
         raise PageError(400, "Cannot compare", str(error)) from error
     metrics = _metrics(sides, comparisons, _side_summaries(store, sides))
-    # Records: every record of any side, marked by every comparison; a record some side
-    # lacks is listed too, marked with the sides that have it.
-    changes = [
-        {record.record_id: record.change for record in comparison.records}
-        for comparison in comparisons
-    ]
+    # Records: every record of any side, marked by every comparison (``changes``); a
+    # record some side lacks is listed too, marked with the sides that have it.
     side_values = [values[(info.id, run)] for info, run in sides]
     positions = [
         {record_id: n for n, record_id in enumerate(found.record_ids)} for found in side_values
@@ -230,6 +222,37 @@ def _side_values(store: Store, info: ExperimentInfo, run: int | None) -> Compari
     return SIDE_VALUES.get(
         (info.id, run), version, lambda: store.comparison_values(info.id, run=run)
     )
+
+
+COMPARISONS = memo.VersionedMemo(size=6)
+"""The comparisons shown last, with each record's change, until either side's rows
+change: paging or filtering a comparison of 100,000 records compares none again."""
+
+
+def _compared(
+    store: Store,
+    a: tuple[ExperimentInfo, int | None],
+    b: tuple[ExperimentInfo, int | None],
+    values: dict[tuple[str, int | None], ComparisonValues],
+) -> tuple[Comparison, dict[str, str]]:
+    """Side b compared with the baseline a, and each shared record's change."""
+    (info_a, run_a), (info_b, run_b) = a, b
+
+    def compute() -> tuple[Comparison, dict[str, str]]:
+        comparison = compare_values(
+            (info_a, values[(info_a.id, run_a)]),
+            (info_b, values[(info_b.id, run_b)]),
+            run_a=run_a,
+            run_b=run_b,
+        )
+        with collector_paused():
+            return comparison, {record.record_id: record.change for record in comparison.records}
+
+    version = (
+        *browse.data_version(store.engine, info_a.id),
+        *browse.data_version(store.engine, info_b.id),
+    )
+    return COMPARISONS.get(((info_a.id, run_a), (info_b.id, run_b)), version, compute)
 
 
 def _page_rows(
