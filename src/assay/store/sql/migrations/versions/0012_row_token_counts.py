@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_spans_root_tokens",
         "spans",
-        ["experiment_id", "run_iteration", "total_tokens"],
+        ["experiment_id", "run_iteration", "total_tokens", "span_id"],
         sqlite_where=_ROOT,
         postgresql_where=_ROOT,
     )
