@@ -25,11 +25,9 @@ stored (see ``docs/compare.md``).
 
 from __future__ import annotations
 
-import gc
 import math
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -37,7 +35,12 @@ from assay import stats
 from assay.aggregation import AggregateValue
 from assay.errors import ExperimentError
 from assay.store.backend import Backend
-from assay.store.comparison_values import ComparisonValues, LabelValues, values_from_rows
+from assay.store.comparison_values import (
+    ComparisonValues,
+    LabelValues,
+    collector_paused,
+    values_from_rows,
+)
 from assay.store.records import JSON, ExperimentInfo, MetricType, RowRecord
 
 __all__ = [
@@ -313,24 +316,6 @@ def compare_values(
             margin=margin,
             lower_is_better=lower_is_better,
         )
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a comparison's objects are built.
-
-    A comparison of 100,000 records makes a few hundred thousand small dicts and lists,
-    none of them in a cycle; each thousand new objects set off a collection, and every so
-    often one that walks every object the process holds. At that size those passes cost
-    several times the work itself (1.7 s of a 1.9 s ``to_dict``). Nothing here needs
-    them; the collector is switched back on after, unless it was off before."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _compare_values(

@@ -24,14 +24,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from assay.aggregation import EvaluationSummary
-from assay.compare import Comparison, collector_paused, compare_values, select_runs
+from assay.compare import Comparison, compare_values, select_runs
 from assay.errors import ExperimentError
 from assay.server.dependencies import Store
 from assay.server.ui import charts, memo
 from assay.server.ui.access import Viewer, experiment_for
 from assay.server.ui.rendering import PREFIX, PageError, preview, render
 from assay.server.ui.summary import summary_of
-from assay.store.comparison_values import ComparisonValues
+from assay.store.comparison_values import ComparisonValues, collector_paused
 from assay.store.records import ExperimentFilter, ExperimentInfo, RowRecord
 from assay.store.sql import browse
 from assay.store.sql.page_rows import page_rows

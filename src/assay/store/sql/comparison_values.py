@@ -38,7 +38,7 @@ import numpy
 from sqlalchemy import Connection, case, func, or_, select, true
 
 from assay.aggregation import AggregateValue, summarize_records
-from assay.store.comparison_values import ComparisonValues, LabelValues
+from assay.store.comparison_values import ComparisonValues, LabelValues, collector_paused
 from assay.store.records import EvaluationRecord, MetricType, RowRecord
 from assay.store.sql.aggregates import EVALUATION_PREFIX, KIND_BITS
 from assay.store.sql.tables import MODE_INDEX_LENGTH, evaluations, record_aggregates, spans
@@ -94,9 +94,10 @@ def comparison_values(
 ) -> ComparisonValues:
     """The comparison values of one run of the experiment, or of all its runs (``None``;
     the caller refreshes the aggregates first)."""
-    if run is None:
-        return _all_runs(connection, experiment_id)
-    return _one_run(connection, experiment_id, run)
+    with collector_paused():
+        if run is None:
+            return _all_runs(connection, experiment_id)
+        return _one_run(connection, experiment_id, run)
 
 
 def _usable(kind: str) -> list[Any]:
