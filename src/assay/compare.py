@@ -35,12 +35,8 @@ from assay import stats
 from assay.aggregation import AggregateValue
 from assay.errors import ExperimentError
 from assay.store.backend import Backend
-from assay.store.comparison_values import (
-    ComparisonValues,
-    LabelValues,
-    collector_paused,
-    values_from_rows,
-)
+from assay.store.collector import collector_paused
+from assay.store.comparison_values import ComparisonValues, LabelValues, values_from_rows
 from assay.store.records import JSON, ExperimentInfo, MetricType, RowRecord
 
 __all__ = [

@@ -14,11 +14,9 @@ computes them from stored rows, as the reference the SQL path is tested against.
 
 from __future__ import annotations
 
-import gc
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +25,7 @@ from assay.store.records import JSON, MetricType, RowRecord
 if TYPE_CHECKING:  # assay.aggregation imports the store, which imports this module
     from assay.aggregation import AggregateValue
 
-__all__ = ["ComparisonValues", "LabelValues", "collector_paused", "values_from_rows"]
+__all__ = ["ComparisonValues", "LabelValues", "values_from_rows"]
 
 
 @dataclass(frozen=True)
@@ -143,22 +141,3 @@ def values_from_rows(rows: Iterable[RowRecord], run_iterations: Sequence[int]) -
         [record["idx"] for record in records],
         labels,
     )
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a comparison's objects are built.
-
-    A comparison of 100,000 records reads and makes a few hundred thousand small rows,
-    dicts and lists, none of them in a cycle; each thousand new objects set off a
-    collection, and every so often one that walks every object the process holds. At
-    that size those passes cost several times the work itself (1.7 s of a 1.9 s
-    ``to_dict``, 6.7 s of reading one side's values over every run). Nothing here needs
-    them; the collector is switched back on after, unless it was off before."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

@@ -31,7 +31,8 @@ from assay.server.ui import charts, memo
 from assay.server.ui.access import Viewer, experiment_for
 from assay.server.ui.rendering import PREFIX, PageError, preview, render
 from assay.server.ui.summary import summary_of
-from assay.store.comparison_values import ComparisonValues, collector_paused
+from assay.store.collector import collector_paused
+from assay.store.comparison_values import ComparisonValues
 from assay.store.records import ExperimentFilter, ExperimentInfo, RowRecord
 from assay.store.sql import browse
 from assay.store.sql.page_rows import page_rows

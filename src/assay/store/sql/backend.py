@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from assay.errors import ExperimentNotFoundError
+from assay.store.collector import collector_paused
 from assay.store.comparison_values import ComparisonValues
 from assay.store.records import (
     DatasetInfo,
@@ -525,18 +526,19 @@ class SqlBackend:
                 evaluation_table.c.run_iteration == run_iteration
             )
         span_query = span_query.order_by(spans.c.run_iteration, spans.c.idx)
-        with self.engine.connect() as connection:
-            _known_experiment(connection, experiment_id)
-            span_rows = connection.execute(span_query).all()
-            evaluation_rows = connection.execute(
-                evaluation_query.order_by(evaluation_table.c.pk)
-            ).all()
-            child_rows = (
-                connection.execute(child_query.order_by(spans.c.start_ns, spans.c.pk)).all()
-                if with_spans
-                else []
-            )
-        return rows_from_columns(span_rows, evaluation_rows, child_rows)
+        with collector_paused():
+            with self.engine.connect() as connection:
+                _known_experiment(connection, experiment_id)
+                span_rows = connection.execute(span_query).all()
+                evaluation_rows = connection.execute(
+                    evaluation_query.order_by(evaluation_table.c.pk)
+                ).all()
+                child_rows = (
+                    connection.execute(child_query.order_by(spans.c.start_ns, spans.c.pk)).all()
+                    if with_spans
+                    else []
+                )
+            return rows_from_columns(span_rows, evaluation_rows, child_rows)
 
     def summary_evaluations(self, experiment_id: str) -> list[SummaryEvaluationRecord]:
         with self.engine.connect() as connection:

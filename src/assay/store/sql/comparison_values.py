@@ -38,7 +38,8 @@ import numpy
 from sqlalchemy import Connection, case, func, or_, select, true
 
 from assay.aggregation import AggregateValue, summarize_records
-from assay.store.comparison_values import ComparisonValues, LabelValues, collector_paused
+from assay.store.collector import collector_paused
+from assay.store.comparison_values import ComparisonValues, LabelValues
 from assay.store.records import EvaluationRecord, MetricType, RowRecord
 from assay.store.sql.aggregates import EVALUATION_PREFIX, KIND_BITS
 from assay.store.sql.tables import MODE_INDEX_LENGTH, evaluations, record_aggregates, spans
