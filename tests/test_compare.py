@@ -334,3 +334,24 @@ def test_values_read_in_the_store_equal_the_rows(
             )
             found = compare_stored(backend, infos[0].id, infos[1].id, run_a=run_a, run_b=run_b)
             assert json.dumps(found.to_dict()) == json.dumps(expected.to_dict())
+
+
+def test_the_collector_is_paused_while_a_comparison_is_built_and_restored_after() -> None:
+    import gc
+
+    from assay.store.collector import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(KeyError), collector_paused():
+        raise KeyError("a failed read")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

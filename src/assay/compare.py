@@ -144,11 +144,8 @@ class Comparison:
     """Record ids with rows on side a only."""
     only_in_b: list[str]
 
+    @collector_paused()
     def to_dict(self) -> dict[str, JSON]:
-        with collector_paused():
-            return self._as_dict()
-
-    def _as_dict(self) -> dict[str, JSON]:
         return {
             "a": asdict(self.a),
             "b": asdict(self.b),
@@ -282,6 +279,7 @@ def compare_rows(
     )
 
 
+@collector_paused()
 def compare_values(
     a: tuple[ExperimentInfo, ComparisonValues],
     b: tuple[ExperimentInfo, ComparisonValues],
@@ -302,28 +300,6 @@ def compare_values(
     score, the range of the record values on both sides). ``lower_is_better`` names
     labels where smaller is better.
     """
-    with collector_paused():
-        return _compare_values(
-            a,
-            b,
-            run_a=run_a,
-            run_b=run_b,
-            max_drop=max_drop,
-            margin=margin,
-            lower_is_better=lower_is_better,
-        )
-
-
-def _compare_values(
-    a: tuple[ExperimentInfo, ComparisonValues],
-    b: tuple[ExperimentInfo, ComparisonValues],
-    *,
-    run_a: int | None,
-    run_b: int | None,
-    max_drop: Mapping[str, float] | None,
-    margin: float | Mapping[str, float] | None,
-    lower_is_better: Collection[str],
-) -> Comparison:
     info_a, values_a = a
     info_b, values_b = b
     runs_a = select_runs(info_a, run_a, "a")

@@ -20,7 +20,8 @@ def collector_paused() -> Iterator[None]:
     (1.7 s of a 1.9 s ``Comparison.to_dict``, 6.7 s of reading one side's comparison
     values over every run, 8 s of reading 500,000 rows). Nothing they build needs them;
     the collector is switched back on after, unless it was off before (other threads run
-    without it meanwhile, as they would under ``gc.disable()``)."""
+    without it meanwhile, as they would under ``gc.disable()``). Also a decorator:
+    ``@collector_paused()``."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -90,15 +90,15 @@ class _Roots:
         return dict(zip(self.span_ids, [position[r] for r in self.record_ids], strict=True))
 
 
+@collector_paused()
 def comparison_values(
     connection: Connection, experiment_id: str, *, run: int | None
 ) -> ComparisonValues:
     """The comparison values of one run of the experiment, or of all its runs (``None``;
     the caller refreshes the aggregates first)."""
-    with collector_paused():
-        if run is None:
-            return _all_runs(connection, experiment_id)
-        return _one_run(connection, experiment_id, run)
+    if run is None:
+        return _all_runs(connection, experiment_id)
+    return _one_run(connection, experiment_id, run)
 
 
 def _usable(kind: str) -> list[Any]:
