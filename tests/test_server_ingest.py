@@ -500,6 +500,49 @@ def test_ingest_functions_take_parsed_spans_and_metrics(
     assert (caught.value.collection, caught.value.index, caught.value.field) == ("spans", 1, "tags")
 
 
+def test_sqlite_ingestion_takes_turns_and_needs_no_follow_up(
+    client: TestClient, backend: SqlBackend
+) -> None:
+    """On SQLite a group's transaction holds the write lock from its first look-up, so it
+    sees every earlier commit: one transaction, traces rolled up inside it. PostgreSQL's
+    writers run in parallel, and a follow-up transaction looks for the other half."""
+    from sqlalchemy import event
+
+    experiment_id, records = setup_experiment(client, records=1)
+    statements: list[str] = []
+    commits: list[int] = []
+    event.listen(backend.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    event.listen(backend.engine, "commit", lambda connection: commits.append(1))
+    root = IncomingSpan(
+        span_id="1",
+        trace_id=TRACE,
+        name="task",
+        start_ns=1,
+        duration_ns=5,
+        tags=(f"dataset_record_id:{records[0]}", "run_iteration:1"),
+    )
+    child = IncomingSpan(
+        span_id="2",
+        trace_id=TRACE,
+        name="llm",
+        start_ns=2,
+        duration_ns=2,
+        parent_id="1",
+        kind="llm",
+        metrics={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+    )
+    metric = IncomingMetric(label="m", metric_type="score", value=1, timestamp_ms=5, span_id="1")
+    writer = IngestWriter(backend.engine)
+    writer.submit({experiment_id: EventBatch(spans=[child, root], metrics=[metric])}).result()
+    writer.stop()
+    serialized = backend.engine.dialect.name == "sqlite"
+    assert (statements[0] == "BEGIN IMMEDIATE") is serialized
+    assert len(commits) == (1 if serialized else 2)
+    [row] = backend.experiment_rows(experiment_id)
+    assert row.rollup is not None and row.rollup.total_tokens == 7
+    assert [evaluation.value for evaluation in row.evaluations] == [1]
+
+
 def test_grouped_requests_fail_alone_and_see_each_other(
     client: TestClient, backend: SqlBackend
 ) -> None:

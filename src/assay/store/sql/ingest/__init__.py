@@ -24,11 +24,14 @@ see the same rows as after an SDK run:
 
 **Order and concurrency.** Each call validates everything first (an error writes
 nothing), then writes in one transaction, moving there the pending metrics of the spans
-it stored, then, after the commit, looks once more for the other half: spans of the
-metrics it left pending, metrics now pending for the spans it stored, children of the
-traces it touched. Whichever of two concurrent writers commits last sees the other's
-rows, so nothing waits for ever; moving a pending metric claims it first (``UPDATE ...
-WHERE pending``), so two movers never store it twice. The server writes the requests of
+it stored. On PostgreSQL it then, after the commit, looks once more for the other half:
+spans of the metrics it left pending, metrics now pending for the spans it stored,
+children of the traces it touched. Whichever of two concurrent writers commits last sees
+the other's rows, so nothing waits for ever; moving a pending metric claims it first
+(``UPDATE ... WHERE pending``), so two movers never store it twice. On SQLite each
+transaction holds the write lock from its start (``write.in_transaction``), so writers
+take turns and each sees what every earlier one committed: it rolls up its traces inside
+and needs no look after its commit. The server writes the requests of
 many clients through one ``IngestWriter`` (``group``), many requests to a transaction.
 
 **Idempotency.** ddtrace retries a request that timed out or got a 5xx. A span is known

@@ -5,10 +5,11 @@ transaction, a dozen statements and a follow-up of its own when written alone, a
 SQLite concurrent writers queue for one lock anyway. So the server hands each request's
 batches to an ``IngestWriter``: one thread that takes every job waiting, checks each one
 (a job that fails its checks fails alone and writes nothing), writes all the others in
-one transaction, runs one follow-up for the lot after the commit, and only then answers
-each request. A request is still answered after its rows are committed, and the
-follow-up still runs after that commit, so the guarantees of ``assay.store.sql.ingest``
-hold as they are; they also hold between several server processes.
+one transaction, runs one follow-up for the lot after the commit (on PostgreSQL; SQLite's
+transactions are serialized and need none), and only then answers each request. A
+request is still answered after its rows are committed, and the follow-up still runs
+after that commit, so the guarantees of ``assay.store.sql.ingest`` hold as they are; they
+also hold between several server processes.
 
 If the shared transaction fails (a value one store refuses, a race lost five times), each
 job is written again on its own, so that the error reaches only the request that caused
@@ -31,7 +32,13 @@ from assay.errors import ExperimentNotFoundError
 from assay.store.sql.ingest.followup import adopt_pending, pending_span_ids, roll_up
 from assay.store.sql.ingest.model import EventBatch, IngestError, IngestResult
 from assay.store.sql.ingest.plan import ExperimentRef, Plan, plan_batch
-from assay.store.sql.ingest.write import WriteState, in_transaction, stored_roots, write_plans
+from assay.store.sql.ingest.write import (
+    WriteState,
+    in_transaction,
+    serializes_writers,
+    stored_roots,
+    write_plans,
+)
 
 MAX_GROUP = 64
 """Jobs per transaction: enough to drain a burst from many clients, few enough that one
@@ -176,6 +183,13 @@ def _write_group(engine: Engine, jobs: Sequence[_Job], memory: Memory | None = N
         live[0].future.set_exception(error)
         return
     memory.commit()
+    if serializes_writers(engine):
+        # Serialized (``in_transaction``): every other writer committed before this
+        # transaction, which saw it, or will commit after, and see this one. The
+        # follow-up's look-ups could find nothing; the traces were rolled up inside.
+        for job in written:
+            job.future.set_result(job.outcome)
+        return
     try:
         in_transaction(engine, functools.partial(_follow_up, jobs=written))
     except Exception as error:
@@ -235,6 +249,12 @@ def _plan_and_write(connection: Connection, jobs: Sequence[_Job], memory: Memory
             moved = adopt_pending(connection, experiment_id=experiment_id, roots=roots, count=False)
             state.written[experiment_id][1] += len(moved)
             _credit(members, experiment_id, moved)
+        if serializes_writers(connection):
+            # With no follow-up after the commit (``_write_group``), the traces touched
+            # are rolled up here, seeing every span committed before.
+            trace_ids = {trace_id for plan in plans for trace_id in plan.trace_ids}
+            if trace_ids:
+                roll_up(connection, experiment_id=experiment_id, trace_ids=trace_ids)
         state.count(connection)
     memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
     memory.pending_runs = state.runs

@@ -70,10 +70,18 @@ def looked_up(
 
 
 def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
-    """Run ``work`` in a transaction, again when it lost a race on a unique key."""
+    """Run ``work`` in a transaction, again when it lost a race on a unique key.
+
+    On SQLite the transaction takes the database's write lock before its first read
+    (``BEGIN IMMEDIATE``; the driver would begin only at the first write, after the
+    look-ups), so the ingestion writes of every process are serialized and each sees all
+    that was committed before it: nothing another writer commits can slip between a
+    look-up and the write that relies on it (``serializes_writers``)."""
     for attempt in range(_ATTEMPTS):
         try:
             with engine.begin() as connection:
+                if serializes_writers(connection):
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 return work(connection)
         except IntegrityError:
             # An equal span or metric was committed between our look-up and our insert:
@@ -81,6 +89,11 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def serializes_writers(bind: Engine | Connection) -> bool:
+    """Whether ``in_transaction`` holds the write lock from its start: on SQLite."""
+    return bind.dialect.name == "sqlite"
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
