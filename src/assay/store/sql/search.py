@@ -146,16 +146,7 @@ def _search_rows(
         ).scalar_one()
     if resolved.node is not None and has_evaluation_terms(resolved.node):
         matching, total = _rows_by_set(
-            connection,
-            info,
-            compiler,
-            resolved.node,
-            scope,
-            order,
-            run,
-            everything,
-            limit,
-            offset,
+            connection, info, compiler, resolved.node, scope, order, run, everything, limit, offset
         )
     else:
         condition = compiler.rows(resolved.node) if resolved.node is not None else true()

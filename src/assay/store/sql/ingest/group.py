@@ -7,9 +7,9 @@ batches to an ``IngestWriter``: one thread that takes every job waiting, checks 
 (a job that fails its checks fails alone and writes nothing), writes all the others in
 one transaction, runs one follow-up for the lot after the commit (on PostgreSQL; SQLite's
 transactions are serialized and need none), and only then answers each request. A
-request is still answered after its rows are committed, and the follow-up still runs
-after that commit, so the guarantees of ``assay.store.sql.ingest`` hold as they are; they
-also hold between several server processes.
+request is still answered after its rows are committed, and the follow-up, where there
+is one, still runs after that commit, so the guarantees of ``assay.store.sql.ingest``
+hold as they are; they also hold between several server processes.
 
 If the shared transaction fails (a value one store refuses, a race lost five times), each
 job is written again on its own, so that the error reaches only the request that caused
