@@ -33,12 +33,41 @@ ROW_LEVEL = "run_iteration:1 @trace.total_tokens:>1000"
 ROW_EVALUATION = "run_iteration:1 @evaluations.custom.random_evaluator:>0.5"
 
 
-def synthetic_rows(experiment_id: str, ids: list[str], runs: list[Any]) -> Any:
+def synthetic_experiment(
+    backend: Any, name: str, records: int, runs: int, *, project: str
+) -> tuple[Any, list[str], list[Any]]:
+    """A dataset of ``records`` records and an experiment of ``runs`` runs on it, with no
+    rows yet: (the experiment's info, its record ids, its runs). What this benchmark,
+    ``scale.py`` and ``tests/test_query_plans.py`` fill with ``synthetic_rows``."""
+    from assay import LLMObs
+    from assay.store.records import ExperimentSpec, RunInfo
+
+    dataset = LLMObs.create_dataset(
+        dataset_name=name, records=[{"input_data": {"n": i}} for i in range(records)]
+    )
+    run_infos = [RunInfo(str(uuid.uuid4()), n + 1) for n in range(runs)]
+    info = backend.create_experiment(
+        ExperimentSpec(
+            project_id=backend.ensure_project(project).id,
+            dataset_id=dataset.id,
+            dataset_version=dataset.version,
+            name=name,
+            run_count=runs,
+            evaluator_names=("random_evaluator", "sentiment_evaluator", "exact_match"),
+        ),
+        run_infos,
+    )
+    return info, [record["record_id"] for record in dataset], run_infos
+
+
+def synthetic_rows(
+    experiment_id: str, ids: list[str], runs: list[Any], rng: random.Random | None = None
+) -> Any:
     """The benchmark's rows, run by run, generated one at a time (never all in memory):
     tokens, duration and three evaluators (a score, a label, a boolean) drawn at random."""
     from assay.store.records import EvaluationRecord, RowRecord, TraceRollup
 
-    rng = random.Random(7)
+    rng = random.Random(7) if rng is None else rng
     sentiments = ["positive", "negative", "neutral"]
     for run in runs:
         for index, record_id in enumerate(ids):
@@ -75,30 +104,12 @@ def build(records: int, runs: int, name: str) -> tuple[Any, str]:
     """A stored experiment of synthetic rows, written straight through the store."""
     from assay import LLMObs
     from assay.experiment import pulled_experiment
-    from assay.store.records import (
-        ExperimentSpec,
-        RunInfo,
-    )
 
     backend = LLMObs._backend  # enabled by stored()
     assert backend is not None
-    dataset = LLMObs.create_dataset(
-        dataset_name=name, records=[{"input_data": {"n": i}} for i in range(records)]
+    info, ids, run_infos = synthetic_experiment(
+        backend, name, records, runs, project="query-benchmark"
     )
-    project = backend.ensure_project("query-benchmark")
-    run_infos = [RunInfo(str(uuid.uuid4()), n + 1) for n in range(runs)]
-    info = backend.create_experiment(
-        ExperimentSpec(
-            project_id=project.id,
-            dataset_id=dataset.id,
-            dataset_version=dataset.version,
-            name=name,
-            run_count=runs,
-            evaluator_names=("random_evaluator", "sentiment_evaluator", "exact_match"),
-        ),
-        run_infos,
-    )
-    ids = [record["record_id"] for record in dataset]
     batch: list[Any] = []
     for row in synthetic_rows(info.id, ids, run_infos):
         batch.append(row)

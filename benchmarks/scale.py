@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # The sibling benchmark's queries and rows, so that the two measure the same experiment.
-from query import MULTI_RUN, ROW_LEVEL, synthetic_rows
+from query import MULTI_RUN, ROW_LEVEL, synthetic_experiment, synthetic_rows
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/assay_scale"
 ADMIN_DATABASE = "test"
@@ -66,29 +65,13 @@ def ensure_database(url: str) -> None:
 
 def build(backend: Any, records: int, runs: int, name: str) -> str:
     """Store the experiment through the SDK's writer; prints the ingest rate."""
-    from assay import LLMObs
     from assay.execution.writer import ResultWriter
-    from assay.store.records import ExperimentSpec, RunInfo
 
     started = time.perf_counter()
-    dataset = LLMObs.create_dataset(
-        dataset_name=name, records=[{"input_data": {"n": i}} for i in range(records)]
+    info, ids, run_infos = synthetic_experiment(
+        backend, name, records, runs, project="scale-benchmark"
     )
-    ids = [record["record_id"] for record in dataset]
     print(f"dataset of {records:,} records stored in {time.perf_counter() - started:.1f} s")
-    project = backend.ensure_project("scale-benchmark")
-    run_infos = [RunInfo(str(uuid.uuid4()), n + 1) for n in range(runs)]
-    info = backend.create_experiment(
-        ExperimentSpec(
-            project_id=project.id,
-            dataset_id=dataset.id,
-            dataset_version=dataset.version,
-            name=name,
-            run_count=runs,
-            evaluator_names=("random_evaluator", "sentiment_evaluator", "exact_match"),
-        ),
-        run_infos,
-    )
     started = time.perf_counter()
     writer = ResultWriter(backend, info.id)
     for row in synthetic_rows(info.id, ids, run_infos):

@@ -17,26 +17,23 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, text
 
 from assay import LLMObs
-from assay.store.records import (
-    EvaluationRecord,
-    ExperimentSpec,
-    RowRecord,
-    RunInfo,
-    TraceRollup,
-)
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.browse import experiment_totals
 from assay.store.sql.summary_figures import summary_figures
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from query import synthetic_experiment, synthetic_rows
 
 MULTI_RUN = (
     "@multi_run_avg.@evaluations.custom.random_evaluator:>=0.5 "
@@ -154,60 +151,12 @@ def planned(engine: Engine) -> Iterator[Plan]:
 
 
 def seed(llmobs: type[LLMObs], name: str, rng: random.Random) -> str:
-    """An experiment of RECORDS x RUNS rows, three evaluators each, as benchmarks/scale.py's."""
+    """An experiment of RECORDS x RUNS rows, three evaluators each: the benchmarks' data
+    (``benchmarks/query.py``, which ``scale.py`` shares)."""
     backend = llmobs._backend
     assert isinstance(backend, SqlBackend)
-    dataset = llmobs.create_dataset(
-        dataset_name=name, records=[{"input_data": {"n": i}} for i in range(RECORDS)]
-    )
-    project = backend.ensure_project("test-project")
-    runs = [RunInfo(str(uuid.uuid4()), n + 1) for n in range(RUNS)]
-    info = backend.create_experiment(
-        ExperimentSpec(
-            project_id=project.id,
-            dataset_id=dataset.id,
-            dataset_version=dataset.version,
-            name=name,
-            run_count=RUNS,
-        ),
-        runs,
-    )
-    rows = []
-    for run in runs:
-        for index, record in enumerate(dataset):
-            tokens = rng.randint(100, 2000)
-            rows.append(
-                RowRecord(
-                    experiment_id=info.id,
-                    run_iteration=run.run_iteration,
-                    record_id=record["record_id"],
-                    idx=index,
-                    span_id=str(rng.getrandbits(63)),
-                    trace_id=f"{rng.getrandbits(128):032x}",
-                    span_name="task",
-                    start_ns=1,
-                    duration_ns=rng.randint(10**6, 10**9),
-                    input_data={"n": index},
-                    output=f"answer {index}",
-                    expected_output=None,
-                    record_metadata={},
-                    tags=[],
-                    error=None,
-                    retries=0,
-                    evaluations=[
-                        EvaluationRecord("random_evaluator", "score", rng.random(), 0),
-                        EvaluationRecord(
-                            "sentiment_evaluator",
-                            "categorical",
-                            rng.choice(["positive", "negative", "neutral"]),
-                            0,
-                        ),
-                        EvaluationRecord("exact_match", "boolean", rng.random() < 0.7, 0),
-                    ],
-                    rollup=TraceRollup(total_tokens=tokens, estimated_total_cost=tokens * 150),
-                )
-            )
-    backend.write_rows(rows)
+    info, ids, runs = synthetic_experiment(backend, name, RECORDS, RUNS, project="test-project")
+    backend.write_rows(list(synthetic_rows(info.id, ids, runs, rng)))
     backend.refresh_aggregates(info.id)
     return str(info.id)
 
