@@ -16,6 +16,7 @@ its bar. ``?e=ID&e=ID``
 
 from __future__ import annotations
 
+import functools
 import string
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -103,11 +104,19 @@ def comparison_page(
     try:
         for index, (info, run) in enumerate(sides):
             select_runs(info, run, "a" if index == 0 else "b")  # before reading anything
+        # Each experiment's data version, read once: what the kept values and comparisons
+        # of this page are valid for.
+        versions = {info.id: browse.data_version(store.engine, info.id) for info, _ in sides}
+        for info, run in sides:
             if (info.id, run) not in values:
-                values[(info.id, run)] = _side_values(store, info, run)
+                values[(info.id, run)] = SIDE_VALUES.get(
+                    (info.id, run),
+                    versions[info.id],
+                    functools.partial(store.comparison_values, info.id, run=run),
+                )
         changes: list[dict[str, str]] = []
         for info, run in sides[1:]:
-            comparison, changed = _compared(store, (baseline, baseline_run), (info, run), values)
+            comparison, changed = _compared((baseline, baseline_run), (info, run), values, versions)
             comparisons.append(comparison)
             changes.append(changed)
     except ExperimentError as error:
@@ -218,23 +227,16 @@ filtering a comparison reads none again. Few, as each holds every record's value
 MB at 100,000 records)."""
 
 
-def _side_values(store: Store, info: ExperimentInfo, run: int | None) -> ComparisonValues:
-    version = browse.data_version(store.engine, info.id)
-    return SIDE_VALUES.get(
-        (info.id, run), version, lambda: store.comparison_values(info.id, run=run)
-    )
-
-
 COMPARISONS = memo.VersionedMemo(size=6)
 """The comparisons shown last, with each record's change, until either side's rows
 change: paging or filtering a comparison of 100,000 records compares none again."""
 
 
 def _compared(
-    store: Store,
     a: tuple[ExperimentInfo, int | None],
     b: tuple[ExperimentInfo, int | None],
     values: dict[tuple[str, int | None], ComparisonValues],
+    versions: dict[str, tuple[int, int, int]],
 ) -> tuple[Comparison, dict[str, str]]:
     """Side b compared with the baseline a, and each shared record's change."""
     (info_a, run_a), (info_b, run_b) = a, b
@@ -249,10 +251,7 @@ def _compared(
         with collector_paused():
             return comparison, {record.record_id: record.change for record in comparison.records}
 
-    version = (
-        *browse.data_version(store.engine, info_a.id),
-        *browse.data_version(store.engine, info_b.id),
-    )
+    version = (*versions[info_a.id], *versions[info_b.id])
     return COMPARISONS.get(((info_a.id, run_a), (info_b.id, run_b)), version, compute)
 
 
