@@ -121,8 +121,8 @@ def explain(engine: Engine, statement: str, parameters: Any) -> set[tuple[str, s
             ).scalar_one()
             return set(_postgresql_scans(plan["Plan"]))
         rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    aliases = dict(re.findall(r"\b(\w+) AS (\w+)", statement))
-    aliases = {alias: table for table, alias in aliases.items()}
+    # One table may have several aliases (a multi-run AND reads record_aggregates twice).
+    aliases = {alias: table for table, alias in re.findall(r"\b(\w+) AS (\w+)", statement)}
     scans: set[tuple[str, str | None]] = set()
     for row in rows:
         scans.update(_sqlite_scans(str(row[-1]), aliases))
@@ -231,7 +231,13 @@ def test_a_multi_run_search_reads_the_aggregate_indexes(store: tuple[SqlBackend,
     backend, experiment_id = store
     plan = plan_of(backend, lambda: backend.search(experiment_id, MULTI_RUN, limit=50))
     assert plan.full_scans((*BIG_TABLES, "record_aggregates")) == {}
-    assert {"ix_record_aggregates_mean", "ix_record_aggregates_mode"} <= plan.indexes, plan.scans
+    # The equality leaf is the mode index's range; each of its records is tested against
+    # the average by the probe index (PostgreSQL may rather join the mean index's range).
+    assert "ix_record_aggregates_mode" in plan.indexes, plan.scans
+    if backend.engine.dialect.name == "sqlite":
+        assert ("record_aggregates", "ix_record_aggregates_probe") in plan.scans, plan.scans
+    else:
+        assert plan.indexes & {"ix_record_aggregates_probe", "ix_record_aggregates_mean"}
     assert "evaluations" not in plan.tables, plan.scans
 
 

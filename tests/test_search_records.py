@@ -116,22 +116,31 @@ def _plan(backend: SqlBackend, experiment_id: str, query: str) -> str:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_each_leaf_of_the_seed_query_is_one_covering_index_range(experiment: Any) -> None:
+def test_the_seed_query_reads_one_index_range_and_probes_the_other(experiment: Any) -> None:
+    """The equality leaf is one range of the mode index, in page order; each of its
+    records is tested against the average by one look-up of the probe index; an AND of
+    ranges alone intersects one covering range per leaf."""
     backend = open_backend()
     assert isinstance(backend, SqlBackend)
     try:
         backend.refresh_aggregates(experiment.id, only_if_stale=True)
-        plan = _plan(backend, experiment.id, SEED_QUERY)
+        seed = _plan(backend, experiment.id, SEED_QUERY)
+        ranges = _plan(
+            backend,
+            experiment.id,
+            "@multi_run_avg.@evaluations.custom.score:>=0.5 @multi_run_avg.@duration:>0",
+        )
     finally:
         backend.close()
     assert "COVERING INDEX ix_record_aggregates_mode (experiment_id=? AND facet=? AND mode=?)" in (
-        plan
-    ), plan
-    assert "COVERING INDEX ix_record_aggregates_mean (experiment_id=? AND facet=? AND mean>?)" in (
-        plan
-    ), plan
+        seed
+    ), seed
+    probe = "ix_record_aggregates_probe (experiment_id=? AND facet=? AND idx=? AND mean>?)"
+    assert "COVERING INDEX " + probe in seed, seed
+    assert ranges.count("COVERING INDEX ix_record_aggregates_mean") == 2, ranges
     # No table is read whole: the only scan is of the compound's own result.
-    assert all(line == "SCAN anon_1" for line in plan.splitlines() if "SCAN" in line), plan
+    for plan in (seed, ranges):
+        assert all(line == "SCAN anon_1" for line in plan.splitlines() if "SCAN" in line), plan
 
 
 def test_reads_of_an_unknown_experiment_are_not_found(backend: SqlBackend) -> None:

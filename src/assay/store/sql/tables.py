@@ -290,6 +290,12 @@ record_aggregates = Table(
         postgresql_where=text(f"length(mode) <= {MODE_INDEX_LENGTH}"),
     ),
     Index("ix_record_aggregates_record", "experiment_id", "record_id"),
+    # One record's aggregate of a label, found by the record's position: a multi-run AND
+    # tests each record of its equality leaf against its other leaves here
+    # (search_compile, ``QueryCompiler._driven``). An integer key: a look-up by the
+    # primary key compares three long strings at every level of the tree, and takes
+    # twice as long.
+    Index("ix_record_aggregates_probe", "experiment_id", "facet", "idx", "mean", "record_id"),
 )
 
 aggregate_state = Table(
