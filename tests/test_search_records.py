@@ -143,6 +143,33 @@ def test_the_seed_query_reads_one_index_range_and_probes_the_other(experiment: A
         assert all(line == "SCAN anon_1" for line in plan.splitlines() if "SCAN" in line), plan
 
 
+def test_records_that_share_a_position_are_told_apart(experiment: Any) -> None:
+    """Records outside a dataset's version share one position (``idx``): the look-up that
+    tests a record against the other terms of an AND must still find its own row."""
+    from sqlalchemy import delete, update
+
+    from assay.store.sql.tables import aggregate_state, spans
+
+    backend = open_backend()
+    assert isinstance(backend, SqlBackend)
+    try:
+        with backend.engine.begin() as connection:
+            connection.execute(
+                update(spans).where(spans.c.experiment_id == experiment.id).values(idx=0)
+            )
+            # Derived from the rows: the next search rebuilds them, with every idx 0.
+            connection.execute(
+                delete(aggregate_state).where(aggregate_state.c.experiment_id == experiment.id)
+            )
+    finally:
+        backend.close()
+    found = experiment.search(SEED_QUERY, limit=100)
+    wanted = _expected(lambda n: n % 10 >= 5 and n % 7 != 0 and n % 3 != 0)
+    assert found.total == len(wanted)
+    assert {item["idx"] for item in found.items} == {0}
+    assert sorted(item["input"]["n"] for item in found.items) == wanted
+
+
 def test_reads_of_an_unknown_experiment_are_not_found(backend: SqlBackend) -> None:
     from assay.errors import ExperimentNotFoundError
 
