@@ -15,9 +15,9 @@ reference evaluator :mod:`assay.query.evaluate`, whose semantics this module fol
 - free text: a case-insensitive ``LIKE`` over the JSON text of input, output, expected
   output, metadata and tags (for strings, their quoted JSON text: a phrase containing a
   quote or backslash may differ from the reference; SQLite folds case of ASCII only);
-- multi-run queries: set operations over the records each leaf selects (see
-  :meth:`QueryCompiler.records`); record-level terms (tags, inputs, text) through the
-  record's spans.
+- multi-run queries: set operations over the records each leaf selects, or the records
+  of an equality leaf each looked up in the others (see :meth:`QueryCompiler.records`);
+  record-level terms (tags, inputs, text) through the record's spans.
 """
 
 from __future__ import annotations
@@ -594,8 +594,11 @@ class QueryCompiler:
         ``record_aggregates`` ((facet, mean, idx, record_id) or (facet, mode, idx,
         record_id)): the database reads the records each leaf selects and nothing else,
         where testing every record against every leaf would probe an index per record and
-        leaf. Rows carry ``idx`` first, so a set comes out in page order. No aggregate row
-        means not selected, so ``NOT`` is the complement, as in the reference evaluator.
+        leaf. The exception is an ``AND`` with an equality on an aggregate, whose records
+        are few and come in page order: only they are tested against the other aggregate
+        leaves (``_driven``). Rows carry ``idx`` first, so a set comes out in page order.
+        No aggregate row means not selected, so ``NOT`` is the complement, as in the
+        reference evaluator.
         """
         if node is None:
             return self._every_record()
