@@ -1,14 +1,13 @@
 """Shared fixtures: an isolated Assay home for every test, and real stores to test on.
 
 Stores are real: SQLite files under ``tmp_path`` and, when it is reachable, a fresh
-PostgreSQL database on 127.0.0.1:5432 created for the test and dropped after it. Tests
-marked ``@on_every_backend`` (see ``backends.py``) also run against a real Assay server
-over HTTP, on a random loopback port.
+PostgreSQL database on 127.0.0.1:5432 created for the test (a copy of one migrated once a
+session) and dropped after it. Tests marked ``@on_every_backend`` (see ``backends.py``) also
+run against a real Assay server over HTTP, on a random loopback port.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,7 @@ import pytest
 from assay import LLMObs
 from assay.store import open_backend
 from assay.store.sql.backend import SqlBackend
-from backends import STORES
-
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from backends import STORES, drop_template, postgres_database
 
 
 @pytest.fixture(autouse=True)
@@ -50,21 +47,15 @@ def assay_home(
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A URL to a new, empty PostgreSQL database, dropped after the test."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
-    from psycopg import sql
+    """A URL to a new PostgreSQL database (at the newest schema), dropped after the test."""
+    with postgres_database() as url:
+        yield url
 
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN} ({error})")
-    name = f"assay_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_template() -> Iterator[None]:
+    yield
+    drop_template()
 
 
 @dataclass

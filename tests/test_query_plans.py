@@ -19,7 +19,7 @@ import random
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from assay.store.sql.summary_figures import summary_figures
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from query import synthetic_experiment, synthetic_rows
+
+from backends import STORES, postgres_database
 
 MULTI_RUN = (
     "@multi_run_avg.@evaluations.custom.random_evaluator:>=0.5 "
@@ -173,15 +175,40 @@ def analyze(engine: Engine) -> None:
             connection.commit()
 
 
+@pytest.fixture(scope="module", params=STORES)
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """A store of three experiments, seeded once for the module (every test only reads
+    it): its URL, and the id of the middle experiment, which is searched."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('plans')}/assay.db"
+        else:
+            url = stack.enter_context(postgres_database())
+        with pytest.MonkeyPatch.context() as environment:
+            environment.setenv("ASSAY_HOME", str(tmp_path_factory.mktemp("plans-home")))
+            environment.setenv("ASSAY_DATABASE_URL", url)
+            LLMObs.enable(project_name="test-project")
+            try:
+                rng = random.Random(8)
+                ids = [seed(LLMObs, f"plans-{n}", rng) for n in range(3)]
+                backend = LLMObs._backend
+                assert isinstance(backend, SqlBackend)
+                analyze(backend.engine)
+            finally:
+                LLMObs.disable()
+        yield url, ids[1]
+
+
 @pytest.fixture
-def store(llmobs: type[LLMObs]) -> tuple[SqlBackend, str]:
-    """A store of three experiments; the middle one is searched."""
-    rng = random.Random(8)
-    ids = [seed(llmobs, f"plans-{n}", rng) for n in range(3)]
-    backend = llmobs._backend
-    assert isinstance(backend, SqlBackend)
-    analyze(backend.engine)
-    return backend, ids[1]
+def store(seeded: tuple[str, str]) -> Iterator[tuple[SqlBackend, str]]:
+    url, experiment_id = seeded
+    backend = SqlBackend(url)
+    try:
+        yield backend, experiment_id
+    finally:
+        backend.close()
 
 
 def plan_of(backend: SqlBackend, read: Callable[[], Any]) -> Plan:
