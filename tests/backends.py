@@ -73,12 +73,13 @@ def drop_template() -> None:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """The URL of a new PostgreSQL database at the newest schema, dropped afterwards."""
+def postgres_database(*, empty: bool = False) -> Iterator[str]:
+    """The URL of a new PostgreSQL database at the newest schema (with no schema at all if
+    ``empty``), dropped afterwards."""
     from psycopg import sql
 
     admin = _admin()
-    template = migrated_template()
+    template = "template1" if empty else migrated_template()
     name = f"assay_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(

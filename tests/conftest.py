@@ -46,9 +46,11 @@ def assay_home(
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL to a new PostgreSQL database (at the newest schema), dropped after the test."""
-    with postgres_database() as url:
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A URL to a new PostgreSQL database (at the newest schema, or with none for a test
+    marked ``empty_database``), dropped after the test."""
+    empty = request.node.get_closest_marker("empty_database") is not None
+    with postgres_database(empty=empty) as url:
         yield url
 
 

@@ -109,6 +109,7 @@ def test_live_names_are_unique_and_revoking_keeps_the_row(backend: SqlBackend) -
         backend.revoke_api_key("nope")
 
 
+@pytest.mark.empty_database
 def test_a_store_of_the_previous_schema_gains_the_key_table(store_url: str) -> None:
     from alembic import command
 

@@ -160,6 +160,7 @@ def test_what_cannot_be_found_says_how_to_fix_it(runner: Runner) -> None:
         resolve_baseline(backend, None, candidate)
 
 
+@pytest.mark.empty_database
 def test_a_store_of_the_previous_schema_gains_the_baselines_table(store_url: str) -> None:
     from alembic import command
 
