@@ -19,7 +19,8 @@ from sqlalchemy.sql import visitors
 from assay.errors import QueryError
 from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
-from assay.store.sql.search_compile import QueryCompiler, has_evaluation_terms, required_run
+from assay.store.sql.query_shape import has_evaluation_terms, required_run
+from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.tables import (
     aggregate_state,
     evaluations,

@@ -76,6 +76,12 @@ from assay.query.facets import (
     number_operand,
 )
 from assay.store.sql.aggregates import evaluation_facet
+from assay.store.sql.query_shape import (
+    aggregate_facet,
+    has_evaluation_terms,
+    required_run,
+    selectivity_rank,
+)
 from assay.store.sql.tables import MODE_INDEX_LENGTH, evaluations, record_aggregates, spans
 
 Condition = ColumnElement[bool]
@@ -603,8 +609,8 @@ class QueryCompiler:
         if node is None:
             return self._every_record()
         if isinstance(node, And):
-            operands = sorted(node.operands, key=_selectivity_rank)
-            if _selectivity_rank(operands[0]) == 0:
+            operands = sorted(node.operands, key=selectivity_rank)
+            if selectivity_rank(operands[0]) == 0:
                 return self._driven(operands[0], operands[1:])
             # The database keeps the first set and probes it with the others: equality
             # tests first, as they usually select fewer records than ranges do.
@@ -672,7 +678,7 @@ class QueryCompiler:
         position = records.selected_columns.idx
         probes, sets = [], []
         for operand in others:
-            facet = _aggregate_facet(operand)
+            facet = aggregate_facet(operand)
             if facet is not None:
                 probe = record_aggregates.alias("probe")
                 name, condition = self._aggregate_condition(facet, operand, probe)
@@ -755,46 +761,6 @@ def _mode_is(column: Any, value: str) -> Any:
     if len(value) <= MODE_INDEX_LENGTH:
         return and_(func.length(column) <= MODE_INDEX_LENGTH, column == value)
     return column == value
-
-
-def has_evaluation_terms(node: Expr[Facet]) -> bool:
-    """Whether a row query tests an evaluation anywhere (see ``QueryCompiler.row_set``)."""
-    if isinstance(node, And | Or):
-        return any(has_evaluation_terms(operand) for operand in node.operands)
-    if isinstance(node, Not):
-        return has_evaluation_terms(node.operand)
-    return not isinstance(node, Term) and isinstance(node.attribute, EvaluationFacet)
-
-
-def required_run(node: Expr[Facet] | None) -> int | None:
-    """The run every match of a row query is in, where the query names one outright
-    (``run_iteration:N``, alone or as a term of the top ``AND``)."""
-    operands = node.operands if isinstance(node, And) else (node,)
-    for operand in operands:
-        if (
-            isinstance(operand, Comparison)
-            and operand.operator == "="
-            and isinstance(operand.attribute, RunFacet)
-            and operand.attribute.key == "run_iteration"
-        ):
-            number = operand.value.number
-            if number is not None and number == int(number):
-                return int(number)
-    return None
-
-
-def _aggregate_facet(node: Expr[Facet]) -> MultiRunFacet | None:
-    """The facet of a leaf on a multi-run aggregate, else None."""
-    if isinstance(node, And | Or | Not | Term) or not isinstance(node.attribute, MultiRunFacet):
-        return None
-    return node.attribute
-
-
-def _selectivity_rank(node: Expr[Facet]) -> int:
-    """Sort key for the sets of an ``AND``: equality on an aggregate, then other leaves."""
-    if isinstance(node, Comparison) and isinstance(node.attribute, MultiRunFacet):
-        return 0 if node.operator == "=" else 1
-    return 2
 
 
 def _boolean_number(column: Any) -> Any:
