@@ -164,15 +164,14 @@ def seed(llmobs: type[LLMObs], name: str, rng: random.Random) -> str:
 
 
 def analyze(engine: Engine) -> None:
-    """Statistics, and on PostgreSQL the visibility map index-only scans rely on: what
-    autovacuum gives a store that has been in use a while."""
+    """On PostgreSQL, statistics and the visibility map index-only scans rely on: what
+    autovacuum gives a store that has been in use a while. A SQLite store has no
+    statistics (Assay never runs ANALYZE), and its plans are checked without them."""
+    if engine.dialect.name != "postgresql":
+        return
     with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-            autocommit.execute(text("VACUUM (ANALYZE)"))
-        else:
-            connection.execute(text("ANALYZE"))
-            connection.commit()
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.execute(text("VACUUM (ANALYZE)"))
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -309,6 +308,11 @@ def test_row_queries_on_evaluations_read_the_typed_value_indexes(
     assert backend.search(experiment_id, query, limit=50).total > 50
     assert plan.full_scans(BIG_TABLES) == {}
     assert {wanted, "ix_spans_root_order"} <= plan.indexes, plan.scans
+    if backend.engine.dialect.name == "sqlite":
+        # The walk looks each row's evaluation up by its span, never by a value index
+        # (which covers what a look-up reads, and would be scanned for every row).
+        [walk] = [scans for sql, scans in plan.statements if "EXISTS" in sql]
+        assert walk == {("spans", "ix_spans_root_order"), ("evaluations", "ix_evaluations_span")}
 
 
 def test_the_records_page_reads_each_record_by_key(store: tuple[SqlBackend, str]) -> None:

@@ -322,12 +322,19 @@ class QueryCompiler:
         scope = [table.c.experiment_id == self.experiment_id, table.c.label == facet.label]
         if run is not None:
             scope.append(table.c.run_iteration == run)
+        no_error = table.c.error_type.is_(None)
         if probe:
             scope.append(table.c.span_id == spans.c.span_id)
+            # Worded so that no value index answers it: each carries every column a
+            # probe reads, and SQLite, which keeps no statistics here, would take one and
+            # scan the label's whole range for each row, not look the row's evaluation
+            # up by its span (ix_evaluations_span).
+            no_error = table.c.error_type.concat("").is_(None)
 
         def typed(column: str, condition: Any) -> Any:
-            usable = [table.c[column].is_not(None), table.c.error_type.is_(None)]
-            return select(table.c.span_id).where(*scope, *usable, condition)
+            return select(table.c.span_id).where(
+                *scope, table.c[column].is_not(None), no_error, condition
+            )
 
         metric_type = facet.metric_type
         if metric_type == "score":
@@ -353,13 +360,11 @@ class QueryCompiler:
             column = table.c.categorical_value
             if isinstance(node, Comparison) and node.operator == "=":
                 return select(table.c.span_id).where(
-                    *scope, table.c.error_type.is_(None), _mode_is(column, node.value.text)
+                    *scope, no_error, _mode_is(column, node.value.text)
                 )
-            return select(table.c.span_id).where(
-                *scope, table.c.error_type.is_(None), self._text_leaf(column, node)
-            )
+            return select(table.c.span_id).where(*scope, no_error, self._text_leaf(column, node))
         condition = self._json_leaf(self.json.at(table.c.json_value, ()), node)
-        return select(table.c.span_id).where(*scope, table.c.error_type.is_(None), condition)
+        return select(table.c.span_id).where(*scope, no_error, condition)
 
     def _row_leaf(self, node: Any) -> Condition:
         facet = node.attribute
