@@ -324,16 +324,19 @@ class SqlBackend:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-            run_rows = (
-                connection.execute(
-                    select(run_table)
-                    .where(run_table.c.experiment_id.in_([row.id for row in rows]))
-                    .order_by(run_table.c.run_iteration)
-                ).all()
-                if rows
-                else []
-            )
+            return self._read_experiment_infos(connection, query)
+
+    def _read_experiment_infos(self, connection: Connection, query: Any) -> list[ExperimentInfo]:
+        rows = connection.execute(query).all()
+        run_rows = (
+            connection.execute(
+                select(run_table)
+                .where(run_table.c.experiment_id.in_([row.id for row in rows]))
+                .order_by(run_table.c.run_iteration)
+            ).all()
+            if rows
+            else []
+        )
         runs_by_experiment: dict[str, list[RunInfo]] = defaultdict(list)
         for run in run_rows:
             runs_by_experiment[run.experiment_id].append(
@@ -368,7 +371,13 @@ class SqlBackend:
         ]
 
     def get_experiment(self, experiment_id: str) -> ExperimentInfo:
-        found = self._experiment_infos(experiments.c.id == experiment_id)
+        with self.engine.connect() as connection:
+            return self._experiment_info(connection, experiment_id)
+
+    def _experiment_info(self, connection: Connection, experiment_id: str) -> ExperimentInfo:
+        found = self._read_experiment_infos(
+            connection, self._experiment_query().where(experiments.c.id == experiment_id)
+        )
         if not found:
             raise ExperimentNotFoundError(
                 f"No experiment with id {experiment_id!r}; `assay experiments list` shows them"
@@ -602,8 +611,15 @@ class SqlBackend:
         offset: int = 0,
         sort: str | None = None,
     ) -> SearchPage:
-        info = self.get_experiment(experiment_id)
-        # The catalog of facets and the multi-run aggregates come from the same rebuild.
+        # The experiment, the freshness check and the search in one read transaction,
+        # unless the aggregates must be rebuilt first: the catalog of facets and the
+        # multi-run aggregates come from the same rebuild.
+        with self.engine.connect() as connection:
+            info = self._experiment_info(connection, experiment_id)
+            if aggregates_are_fresh(connection, experiment_id):
+                return search_experiment(
+                    connection, info, query, run=run, limit=limit, offset=offset, sort=sort
+                )
         self.refresh_aggregates(experiment_id, only_if_stale=True)
         with self.engine.connect() as connection:
             return search_experiment(
