@@ -105,7 +105,11 @@ def comparison_page(
         for index, (info, run) in enumerate(sides):
             select_runs(info, run, "a" if index == 0 else "b")  # before reading anything
         # Each experiment's data version, read once: what the kept values and comparisons
-        # of this page are valid for.
+        # of this page are valid for. Read after the aggregates are brought up to date, as
+        # the across-run values are about to (which moves the version's row mark): read
+        # before, it would be stale by the next page, which would compare all over again.
+        for info, _ in sides:
+            store.refresh_aggregates(info.id, only_if_stale=True)
         versions = {info.id: browse.data_version(store.engine, info.id) for info, _ in sides}
         for info, run in sides:
             if (info.id, run) not in values:
