@@ -108,8 +108,9 @@ def comparison_page(
         # of this page are valid for. Read after the aggregates are brought up to date, as
         # the across-run values are about to (which moves the version's row mark): read
         # before, it would be stale by the next page, which would compare all over again.
-        for info, _ in sides:
-            store.refresh_aggregates(info.id, only_if_stale=True)
+        # The summaries below read them too.
+        for experiment_id in {info.id for info, _ in sides}:
+            store.refresh_aggregates(experiment_id, only_if_stale=True)
         versions = {info.id: browse.data_version(store.engine, info.id) for info, _ in sides}
         for info, run in sides:
             if (info.id, run) not in values:
@@ -278,12 +279,12 @@ def _page_rows(
 def _side_summaries(
     store: Store, sides: list[tuple[ExperimentInfo, int | None]]
 ) -> list[dict[str, EvaluationSummary]]:
-    """Each side's summary (for its interval), computed in the database."""
+    """Each side's summary (for its interval), computed in the database from aggregates
+    that the page has brought up to date."""
     found: dict[tuple[str, int | None], dict[str, EvaluationSummary]] = {}
     for info, run in sides:
         if (info.id, run) in found:
             continue
-        store.refresh_aggregates(info.id, only_if_stale=True)
         found[(info.id, run)] = summary_of(store, info, run=run).evaluations
     return [found[(info.id, run)] for info, run in sides]
 
