@@ -58,6 +58,7 @@ from assay.server.jsonapi import (
     not_found,
     pointer,
 )
+from assay.server.lane import IngestLane
 from assay.store.sql.backend import SqlBackend
 
 logger = logging.getLogger("assay.server")
@@ -116,19 +117,6 @@ def create_app(
         default_response_class=JsonApiResponse,
         responses=ERROR_RESPONSES,
     )
-    # The two posts a running experiment sends, many a second, are matched first: the
-    # router tries routes in order, and trying every route of four prefixes before them
-    # cost about a third of such a request. (Their paths collide with no other route.)
-    hot = APIRouter(
-        dependencies=[Depends(authenticate)],
-        default_response_class=JsonApiResponse,
-        responses=ERROR_RESPONSES,
-    )
-    for prefix in API_PREFIXES:
-        hot.include_router(events.ingest_router, prefix=prefix)
-    hot.include_router(intake.router)
-    for proxy in ("", PROXY_PREFIX):
-        app.include_router(hot, prefix=proxy, include_in_schema=False)
     # Fixed paths before parameterised ones: /experiments/events is not an experiment id.
     # /sdk/... first: /sdk/datasets is not the datasets of a project with id "sdk".
     # compare before experiments: /experiments/compare is not an experiment "compare".
@@ -153,6 +141,10 @@ def create_app(
         )
     _add_error_handlers(app)
     ui.install(app)  # the web UI's pages (not in the OpenAPI document)
+    # The two posts a running experiment sends many times a second skip FastAPI's routing
+    # and dependencies (``assay.server.lane``); inside the boundary, which still limits
+    # their bodies and answers their unexpected errors.
+    app.add_middleware(IngestLane)
     app.add_middleware(_ErrorBoundary, max_body_bytes=max_body_bytes)
     return app
 

@@ -281,5 +281,11 @@ async def authenticate(
     )
 
 
+async def request_access(request: Request, store: SqlBackend) -> Access:
+    """``authenticate`` for a request served outside FastAPI's dependency injection (the
+    ingest lane, ``assay.server.lane``): the same headers, read by the same schemes."""
+    return await authenticate(request, store, await _api_key(request), await _bearer(request))
+
+
 Caller = Annotated[Access, Depends(authenticate)]
 """What a route function declares to learn which projects the caller may see."""

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from assay.errors import ExperimentNotFoundError
 from assay.server.api.experiments import experiment_or_404
-from assay.server.auth import Caller
+from assay.server.auth import Access, Caller
 from assay.server.dependencies import Store, Writer
 from assay.server.jsonapi import (
     ApiError,
@@ -32,7 +32,7 @@ from assay.server.jsonapi import (
 from assay.server.wire import EventsBody
 from assay.store.records import EvaluationRecord, ExperimentFilter, ExperimentInfo, RowRecord
 from assay.store.sql.backend import SqlBackend
-from assay.store.sql.ingest import EventBatch, IngestError
+from assay.store.sql.ingest import EventBatch, IngestError, IngestWriter
 
 router = APIRouter(tags=["experiment events"])
 ingest_router = APIRouter(tags=["experiment events"])
@@ -56,6 +56,13 @@ def ingest_error(error: IngestError, *, prefix: tuple[str | int, ...]) -> ApiErr
 async def post_events(
     experiment_id: str, body: EventsBody, store: Store, caller: Caller, writer: Writer
 ) -> JsonApiResponse:
+    return await accept_events(experiment_id, body, store, caller, writer)
+
+
+async def accept_events(
+    experiment_id: str, body: EventsBody, store: SqlBackend, caller: Access, writer: IngestWriter
+) -> JsonApiResponse:
+    """Store an events post; the route's work, which the ingest lane (``lane``) shares."""
     # Async, and written by the store's group-commit writer: a thread-pool hop and a
     # transaction of its own for every small post were most of its cost.
     if caller.limited:

@@ -19,11 +19,18 @@ from fastapi import APIRouter, Body
 from starlette.concurrency import run_in_threadpool
 
 from assay.server.api.events import ingest_error
-from assay.server.auth import Caller
+from assay.server.auth import Access, Caller
 from assay.server.dependencies import Store, Writer
 from assay.server.jsonapi import JsonApiResponse
 from assay.server.wire import IntakeEvent
-from assay.store.sql.ingest import EventBatch, IncomingSpan, IngestError, IngestResult
+from assay.store.sql.backend import SqlBackend
+from assay.store.sql.ingest import (
+    EventBatch,
+    IncomingSpan,
+    IngestError,
+    IngestResult,
+    IngestWriter,
+)
 from assay.store.sql.ingest.model import tag_dict
 from assay.store.sql.lookups import experiment_projects
 
@@ -35,6 +42,13 @@ logger = logging.getLogger("assay.server")
 async def post_spans(
     events: Annotated[list[IntakeEvent], Body()], store: Store, caller: Caller, writer: Writer
 ) -> JsonApiResponse:
+    return await accept_spans(events, store, caller, writer)
+
+
+async def accept_spans(
+    events: list[IntakeEvent], store: SqlBackend, caller: Access, writer: IngestWriter
+) -> JsonApiResponse:
+    """Store a span intake post; the route's work, which the ingest lane (``lane``) shares."""
     # Async and group-committed, as the experiment events post (see there).
     groups: dict[str, list[tuple[int, int, IncomingSpan]]] = defaultdict(list)
     total = ignored = 0

@@ -1,0 +1,168 @@
+"""The ingest lane (``assay.server.lane``).
+
+The lane serves the events post and the span intake past FastAPI's routing; everything
+it does not serve itself must reach the app as if the lane were not there. The server's
+other tests (``test_server_ingest``, ``test_server_api``, ``test_api_keys``) post through
+it too; these check who answered, and the cases where it must step aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from assay.server import create_app, lane
+from assay.server.dependencies import get_backend
+from assay.store.sql.backend import SqlBackend
+from test_server_ingest import API, call, metric, post_metrics, root_span, setup_experiment
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The posts the lane served itself (by kind), recorded as it hands them on."""
+    seen: list[str] = []
+    accept_events, accept_spans = lane.accept_events, lane.accept_spans
+
+    async def events(*args: Any) -> Any:
+        seen.append("events")
+        return await accept_events(*args)
+
+    async def spans(*args: Any) -> Any:
+        seen.append("spans")
+        return await accept_spans(*args)
+
+    monkeypatch.setattr(lane, "accept_events", events)
+    monkeypatch.setattr(lane, "accept_spans", spans)
+    return seen
+
+
+@pytest.fixture
+def client(backend: SqlBackend) -> Iterator[TestClient]:
+    with TestClient(create_app(backend=backend)) as test_client:
+        yield test_client
+
+
+def _events_body(experiment_id: str, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    tags = [f"experiment_id:{experiment_id}", "run_iteration:1"]
+    return {"data": {"type": "experiments", "attributes": {"metrics": metrics, "tags": tags}}}
+
+
+def test_the_lane_serves_both_posts_under_every_prefix(
+    client: TestClient, backend: SqlBackend, served: list[str]
+) -> None:
+    experiment_id, records = setup_experiment(client, records=4)
+    prefixes = ["/api/unstable/llm-obs/v1", "/api/v2/llm-obs/v1", "/evp_proxy/v2/api/v2/llm-obs/v1"]
+    for n, prefix in enumerate(prefixes):
+        span_id = str(100 + n)
+        body = _events_body(experiment_id, [metric(span_id, "exact", True)])
+        answer = call(client, "POST", f"{prefix}/experiments/{experiment_id}/events", body, 202)
+        assert answer["data"]["attributes"]["pending"] == 1
+        for path in ("/api/v2/llmobs", "/evp_proxy/v2/api/v2/llmobs")[: 1 + n % 2]:
+            span = root_span(experiment_id, records[n], 1, span_id)
+            events = [{"event_type": "span", "spans": [span]}]
+            answer = call(client, "POST", path, events, 202)
+    assert served == ["events", "spans", "events", "spans", "spans", "events", "spans"]
+    rows = backend.experiment_rows(experiment_id)
+    assert sorted(len(row.evaluations) for row in rows) == [1, 1, 1]
+
+
+def test_a_body_that_does_not_validate_gets_fastapis_answer(
+    client: TestClient, served: list[str]
+) -> None:
+    experiment_id, _ = setup_experiment(client)
+    path = f"{API}/experiments/{experiment_id}/events"
+    wrong = _events_body(experiment_id, [{**metric("1", "exact", True), "timestamp_ms": "soon"}])
+    answer = call(client, "POST", path, wrong, 422)
+    assert answer["errors"][0]["source"]["pointer"] == "/data/attributes/metrics/0/timestamp_ms"
+    response = client.post(path, content=b'{"data": ', headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "not valid JSON" in response.json()["errors"][0]["detail"]
+    spans = client.post("/api/v2/llmobs", json=[{"spans": [{"span_id": "1"}]}])
+    assert spans.status_code == 422
+    assert spans.json()["errors"][0]["source"]["pointer"].startswith("/0/spans/0/")
+    assert served == []
+
+
+def test_the_lane_steps_aside_for_other_content_and_overridden_stores(
+    client: TestClient, backend: SqlBackend, served: list[str]
+) -> None:
+    experiment_id, _ = setup_experiment(client)
+    path = f"{API}/experiments/{experiment_id}/events"
+    body = _events_body(experiment_id, [metric("1", "exact", True)])
+    text = client.post(path, content=json.dumps(body), headers={"Content-Type": "text/plain"})
+    assert text.status_code == 422, text.text  # FastAPI reads no JSON out of text/plain
+    app = client.app
+    app.dependency_overrides[get_backend] = lambda: backend  # type: ignore[attr-defined]
+    try:
+        answer = call(client, "POST", path, body, 202)
+    finally:
+        app.dependency_overrides.clear()  # type: ignore[attr-defined]
+    assert answer["data"]["attributes"]["pending"] == 1
+    assert served == []
+
+
+def test_the_lanes_errors_are_the_routes(client: TestClient, served: list[str]) -> None:
+    experiment_id, records = setup_experiment(client, run_count=2)
+    unknown = post_metrics(client, "no-such-experiment", [metric("1", "x", 1.0)], expect=404)
+    assert unknown["errors"][0]["source"] == {"parameter": "experiment_id"}
+    span = root_span(experiment_id, records[0], 3, "7")
+    refused = call(client, "POST", "/api/v2/llmobs", [{"spans": [span]}], 422)
+    assert refused["errors"][0]["source"]["pointer"] == "/0/spans/0/tags"
+    assert "run_iteration" in refused["errors"][0]["detail"]
+    assert served == ["events", "spans"]
+
+
+def test_the_lane_checks_api_keys_as_every_route_does(backend: SqlBackend) -> None:
+    _, key = backend.create_api_key("ci")
+    with TestClient(create_app(backend=backend, require_auth=True)) as client:
+        headers = {"DD-API-KEY": key}
+        project = client.post(
+            f"{API}/projects", json={"data": {"attributes": {"name": "p"}}}, headers=headers
+        )
+        assert project.status_code == 200, project.text
+        path = "/api/v2/llmobs"
+        missing = client.post(path, json=[])
+        assert missing.status_code == 401
+        assert missing.headers["WWW-Authenticate"] == 'Bearer realm="assay"'
+        assert "DD-API-KEY" in missing.json()["errors"][0]["detail"]
+        wrong = client.post(path, json=[], headers={"DD-API-KEY": "assay_not_a_key"})
+        assert wrong.status_code == 401
+        for given in (headers, {"Authorization": f"Bearer {key}"}):
+            assert client.post(path, json=[], headers=given).status_code == 202
+
+
+def test_a_client_that_leaves_mid_body_is_answered_nothing(backend: SqlBackend) -> None:
+    app = create_app(backend=backend)
+    sent: list[Any] = []
+    messages = [
+        {"type": "http.request", "body": b'[{"spans": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v2/llmobs",
+        "raw_path": b"/api/v2/llmobs",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent == []
