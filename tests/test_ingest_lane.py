@@ -1,4 +1,4 @@
-"""The ingest lane (``assay.server.lane``).
+"""The ingest lane (``assay.server.lane``) and the writer's checkpoints.
 
 The lane serves the events post and the span intake past FastAPI's routing; everything
 it does not serve itself must reach the app as if the lane were not there. The server's
@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from assay.server import create_app, lane
-from assay.server.dependencies import get_backend
+from assay.server.dependencies import get_backend, ingest_writer
 from assay.store.sql.backend import SqlBackend
 from test_server_ingest import API, call, metric, post_metrics, root_span, setup_experiment
 
@@ -166,3 +169,24 @@ def test_a_client_that_leaves_mid_body_is_answered_nothing(backend: SqlBackend) 
     }
     asyncio.run(app(scope, receive, send))
     assert sent == []
+
+
+def test_an_answered_group_is_in_the_database_file_itself(tmp_path: Path) -> None:
+    """The writer checkpoints after answering: the log does not carry the group."""
+    backend = SqlBackend(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with TestClient(create_app(backend=backend)) as client:
+            experiment_id, records = setup_experiment(client)
+            spans = [
+                root_span(experiment_id, record, 1, str(10 + n)) for n, record in enumerate(records)
+            ]
+            call(client, "POST", "/api/v2/llmobs", [{"spans": spans}], 202)
+            ingest_writer(backend).stop()  # the checkpoint follows the answer
+            shutil.copy(tmp_path / "store.db", tmp_path / "copy.db")  # without its log
+        with sqlite3.connect(tmp_path / "copy.db") as copy:
+            (count,) = copy.execute(
+                "SELECT count(*) FROM spans WHERE experiment_id = ?", (experiment_id,)
+            ).fetchone()
+        assert count == len(records)
+    finally:
+        backend.close()

@@ -159,6 +159,8 @@ class IngestWriter:
                     job.future.set_exception(RuntimeError("The store was closed"))
                 continue
             _write_group(engine, group, self._memory)
+            if serializes_writers(engine):
+                _checkpoint(engine)
             del engine
 
 
@@ -200,6 +202,20 @@ def _write_group(engine: Engine, jobs: Sequence[_Job], memory: Memory | None = N
         return
     for job in written:
         job.future.set_result(job.outcome)
+
+
+def _checkpoint(engine: Engine) -> None:
+    """Copy the group's pages from SQLite's write-ahead log into the database, now that
+    its requests are answered.
+
+    Left to SQLite, the commit that takes the log past 1,000 pages does it, while its
+    requests wait: one group in eight or so then took 8 ms instead of 0.5. Done here, in
+    the writer's pause between groups (SQLite does not hold the GIL meanwhile), it costs
+    no request its answer, and the requests that arrive in the meantime make the next
+    group larger. A passive checkpoint waits for no reader or writer (another process's
+    included); what it cannot copy yet, a later one will."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _write_alone(engine: Engine, job: _Job, memory: Memory) -> None:
