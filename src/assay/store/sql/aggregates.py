@@ -52,6 +52,7 @@ from sqlalchemy import (
     Integer,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -136,16 +137,20 @@ def _binary(column: Any, dialect: str) -> Any:
     return column.collate("C") if dialect == "postgresql" else column
 
 
+_COUNT_WRITTEN = (  # built once: every ingest group ends with it
+    update(experiments)
+    .where(experiments.c.id == bindparam("experiment_id"))
+    .values(
+        row_count=experiments.c.row_count + bindparam("rows"),
+        evaluation_count=experiments.c.evaluation_count + bindparam("evaluations"),
+    )
+)
+
+
 def count_written(connection: Connection, experiment_id: str, rows: int, evaluations: int) -> None:
     """Add what a writer stored to the experiment's counters (in the writer's transaction)."""
-    connection.execute(
-        update(experiments)
-        .where(experiments.c.id == experiment_id)
-        .values(
-            row_count=experiments.c.row_count + rows,
-            evaluation_count=experiments.c.evaluation_count + evaluations,
-        )
-    )
+    values = {"experiment_id": experiment_id, "rows": rows, "evaluations": evaluations}
+    connection.execute(_COUNT_WRITTEN, values)
 
 
 def _counts(connection: Connection, experiment_id: str) -> tuple[int, int]:

@@ -44,6 +44,37 @@ _PENDING = (
 _WAITING = select(posted_evaluations.c.pk, posted_evaluations.c.span_id, *_STORED_VALUES).where(
     *_PENDING
 )
+# A trace's children, and their roots: looked up for every group of spans written.
+_CHILDREN = select(
+    spans.c.pk,
+    spans.c.span_id,
+    spans.c.parent_id,
+    spans.c.trace_id,
+    spans.c.kind,
+    spans.c.run_iteration,
+    spans.c.record_id,
+    spans.c.idx,
+    spans.c.input_tokens,
+    spans.c.output_tokens,
+    spans.c.total_tokens,
+    spans.c.estimated_total_cost,
+).where(
+    spans.c.experiment_id == bindparam("experiment_id"),
+    spans.c.parent_id.is_not(None),
+    spans.c.trace_id.in_(bindparam("keys", expanding=True)),
+)
+_TRACE_ROOTS = select(
+    spans.c.pk,
+    spans.c.trace_id,
+    spans.c.run_iteration,
+    spans.c.record_id,
+    spans.c.idx,
+    spans.c.annotations,
+).where(
+    spans.c.experiment_id == bindparam("experiment_id"),
+    spans.c.span_id.in_(bindparam("keys", expanding=True)),
+    spans.c.parent_id.is_(None),
+)
 _PENDING_SPANS = select(posted_evaluations.c.span_id).where(*_PENDING).distinct()
 _CLAIM = (
     update(posted_evaluations)
@@ -105,52 +136,12 @@ def pending_span_ids(
 def roll_up(connection: Connection, *, experiment_id: str, trace_ids: set[str]) -> None:
     """Sum the children's tokens and cost onto the root of each trace, as the SDK does,
     and give the children their root's record and run."""
-    children: list[Any] = []
-    for chunk in chunks(sorted(trace_ids)):
-        children.extend(
-            connection.execute(
-                select(
-                    spans.c.pk,
-                    spans.c.span_id,
-                    spans.c.parent_id,
-                    spans.c.trace_id,
-                    spans.c.kind,
-                    spans.c.run_iteration,
-                    spans.c.record_id,
-                    spans.c.idx,
-                    spans.c.input_tokens,
-                    spans.c.output_tokens,
-                    spans.c.total_tokens,
-                    spans.c.estimated_total_cost,
-                ).where(
-                    spans.c.experiment_id == experiment_id,
-                    spans.c.parent_id.is_not(None),
-                    spans.c.trace_id.in_(chunk),
-                )
-            ).all()
-        )
+    children = list(looked_up(connection, _CHILDREN, experiment_id, sorted(trace_ids)))
     if not children:
         return
     # The root is the one parent that is not itself a child (found by the span index).
     candidates = {child.parent_id for child in children} - {child.span_id for child in children}
-    roots: list[Any] = []
-    for chunk in chunks(sorted(candidates)):
-        roots.extend(
-            connection.execute(
-                select(
-                    spans.c.pk,
-                    spans.c.trace_id,
-                    spans.c.run_iteration,
-                    spans.c.record_id,
-                    spans.c.idx,
-                    spans.c.annotations,
-                ).where(
-                    spans.c.experiment_id == experiment_id,
-                    spans.c.span_id.in_(chunk),
-                    spans.c.parent_id.is_(None),
-                )
-            ).all()
-        )
+    roots = list(looked_up(connection, _TRACE_ROOTS, experiment_id, sorted(candidates)))
     by_trace: dict[str, list[Any]] = {}
     for child in children:
         by_trace.setdefault(child.trace_id, []).append(child)

@@ -13,7 +13,8 @@ hold as they are; they also hold between several server processes.
 
 If the shared transaction fails (a value one store refuses, a race lost five times), each
 job is written again on its own, so that the error reaches only the request that caused
-it.
+it. On SQLite the writer copies each group's pages from the write-ahead log into the
+database after answering its requests (``_checkpoint``).
 """
 
 from __future__ import annotations
