@@ -120,7 +120,8 @@ def create_app(
     # Fixed paths before parameterised ones: /experiments/events is not an experiment id.
     # /sdk/... first: /sdk/datasets is not the datasets of a project with id "sdk".
     # compare before experiments: /experiments/compare is not an experiment "compare".
-    # The events post is also here, for the OpenAPI document, in the place it has there.
+    # The events post comes here, in the place the OpenAPI document has it (the ingest
+    # lane serves it before any of these routes is tried).
     api.include_router(sdk.router)
     api.include_router(events.ingest_router)
     for module in (events, summaries, compare, unsupported, experiments, projects, datasets):

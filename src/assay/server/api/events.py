@@ -36,7 +36,8 @@ from assay.store.sql.ingest import EventBatch, IngestError, IngestWriter
 
 router = APIRouter(tags=["experiment events"])
 ingest_router = APIRouter(tags=["experiment events"])
-"""The events post alone: the app matches it before every other route (see ``assay.server.app``)."""
+"""The events post alone, included where the OpenAPI document lists it (``assay.server.app``);
+the ingest lane (``assay.server.lane``) serves it before any route is tried."""
 
 
 def ingest_error(error: IngestError, *, prefix: tuple[str | int, ...]) -> ApiError:
