@@ -18,10 +18,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from assay.server import create_app, lane
 from assay.server.dependencies import get_backend, ingest_writer
 from assay.store.sql.backend import SqlBackend
+from assay.store.sql.ingest import group
 from test_server_ingest import API, call, metric, post_metrics, root_span, setup_experiment
 
 
@@ -190,3 +193,52 @@ def test_an_answered_group_is_in_the_database_file_itself(tmp_path: Path) -> Non
         assert count == len(records)
     finally:
         backend.close()
+
+
+def test_a_failed_checkpoint_is_logged_and_the_writer_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint is housekeeping: its failure (SQLite's, faked here) stops no request."""
+    backend = SqlBackend(f"sqlite:///{tmp_path / 'store.db'}")
+    original = Connection.exec_driver_sql
+
+    def failing(self: Connection, statement: str, *args: Any, **kwargs: Any) -> Any:
+        if "wal_checkpoint" in statement:
+            raise OperationalError(statement, None, sqlite3.OperationalError("disk I/O error"))
+        return original(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "exec_driver_sql", failing)
+    try:
+        with TestClient(create_app(backend=backend)) as client:
+            experiment_id, records = setup_experiment(client)
+            for n, record in enumerate(records):
+                span = root_span(experiment_id, record, 1, str(20 + n))
+                call(client, "POST", "/api/v2/llmobs", [{"spans": [span]}], 202)
+        assert len(backend.experiment_rows(experiment_id)) == len(records)
+        assert "could not checkpoint" in caplog.text
+    finally:
+        backend.close()
+
+
+def test_a_fault_of_the_writer_fails_its_group_and_not_the_next(
+    backend: SqlBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the writer (injected) answers its own requests with a 500 and leaves the
+    writer thread running: the requests after it are stored, none waits for ever."""
+    faults = [RuntimeError("injected")]
+    commit = group.Memory.commit
+
+    def faulty(self: group.Memory) -> None:
+        if faults:
+            raise faults.pop()
+        commit(self)
+
+    monkeypatch.setattr(group.Memory, "commit", faulty)
+    with TestClient(create_app(backend=backend), raise_server_exceptions=False) as client:
+        experiment_id, records = setup_experiment(client)
+        spans = [root_span(experiment_id, rid, 1, str(30 + n)) for n, rid in enumerate(records)]
+        failed = client.post("/api/v2/llmobs", json=[{"spans": spans[:1]}])
+        assert failed.status_code == 500, failed.text
+        assert "RuntimeError" in failed.json()["errors"][0]["detail"]
+        call(client, "POST", "/api/v2/llmobs", [{"spans": spans[1:]}], 202)
+    assert len(backend.experiment_rows(experiment_id)) == len(records)

@@ -20,6 +20,7 @@ database after answering its requests (``_checkpoint``).
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import weakref
 from collections import defaultdict
@@ -28,6 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from assay.errors import ExperimentNotFoundError
 from assay.store.sql.ingest.followup import adopt_pending, pending_span_ids, roll_up
@@ -40,6 +42,8 @@ from assay.store.sql.ingest.write import (
     stored_roots,
     write_plans,
 )
+
+logger = logging.getLogger("assay")
 
 MAX_GROUP = 64
 """Jobs per transaction: enough to drain a burst from many clients, few enough that one
@@ -159,7 +163,15 @@ class IngestWriter:
                 for job in group:
                     job.future.set_exception(RuntimeError("The store was closed"))
                 continue
-            _write_group(engine, group, self._memory)
+            try:
+                _write_group(engine, group, self._memory)
+            except Exception as error:
+                # Not a request's error (those reach their futures): a fault of the writer
+                # itself. Its group fails; the thread lives on for the next requests.
+                logger.exception("the ingest writer failed on a group of %d", len(group))
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(error)
             if serializes_writers(engine):
                 _checkpoint(engine)
             del engine
@@ -214,9 +226,13 @@ def _checkpoint(engine: Engine) -> None:
     the writer's pause between groups (SQLite does not hold the GIL meanwhile), it costs
     no request its answer, and the requests that arrive in the meantime make the next
     group larger. A passive checkpoint waits for no reader or writer (another process's
-    included); what it cannot copy yet, a later one will."""
-    with engine.connect() as connection:
-        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    included); what it cannot copy yet, a later one will, or SQLite's own."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    except SQLAlchemyError as error:
+        # Housekeeping: the writer thread must live on to answer the next requests.
+        logger.warning("could not checkpoint the store's write-ahead log: %s", error)
 
 
 def _write_alone(engine: Engine, job: _Job, memory: Memory) -> None:
