@@ -319,3 +319,23 @@ def test_the_records_page_reads_each_record_by_key(store: tuple[SqlBackend, str]
     backend, experiment_id = store
     plan = plan_of(backend, lambda: backend.search(experiment_id, RECORDS_PAGE, limit=25))
     assert plan.full_scans((*BIG_TABLES, "record_aggregates")) == {}
+
+
+def test_comparison_values_read_value_indexes_and_aggregates(
+    store: tuple[SqlBackend, str],
+) -> None:
+    """What a comparison reads: one run's values off the typed value indexes; across runs,
+    the labels' aggregates and the score label's range of ``ix_evaluations_label``."""
+    backend, experiment_id = store
+    backend.refresh_aggregates(experiment_id, only_if_stale=True)
+    one = plan_of(backend, lambda: backend.comparison_values(experiment_id, run=1))
+    assert one.full_scans(BIG_TABLES) == {}, one.scans
+    values = {"ix_evaluations_score", "ix_evaluations_boolean", "ix_evaluations_categorical"}
+    if backend.engine.dialect.name == "sqlite":
+        assert values <= one.indexes, one.scans
+    else:
+        assert one.indexes & values, one.scans
+    every = plan_of(backend, lambda: backend.comparison_values(experiment_id, run=None))
+    assert every.full_scans((*BIG_TABLES, "record_aggregates")) == {}, every.scans
+    assert "ix_evaluations_label" in every.indexes, every.scans
+    assert "record_aggregates" in every.tables, every.scans
