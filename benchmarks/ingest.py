@@ -18,7 +18,11 @@ runs than the rates do. Request bodies are encoded before the clock starts, so t
 clients' own JSON work does not count against the server.
 
     python benchmarks/ingest.py [--records 2000] [--runs 5] [--clients 8]
-        [--records-per-post 6 1000] [--repeat 3] [--database-url URL]
+        [--records-per-post 6 1000] [--repeat 3] [--database-url URL] [--baseline DIR]
+
+``--baseline DIR`` also serves another checkout of Assay (DIR holds its ``src``) on a
+store of its own, and posts the same work to both servers in turn, in every repeat: on a
+machine whose speed drifts, only such side-by-side numbers compare two versions.
 
 Without `--database-url` the store is a SQLite file in a temporary folder; with a
 PostgreSQL URL (`postgresql+psycopg://postgres@127.0.0.1:5432/bench`) the benchmark's
@@ -41,6 +45,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -278,19 +283,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(database_url: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`assay serve` in a subprocess: one server process, as users run it."""
+def start_server(
+    database_url: str, folder: Path, *, source: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`assay serve` in a subprocess: one server process, as users run it (of the Assay
+    whose ``src`` folder is ``source``, when given)."""
     port = free_port()
     command = ["serve", "--port", str(port), "--database-url", database_url]
-    with open(folder / "serve.log", "wb") as log:  # the server logs a line per request
+    environment = dict(os.environ)
+    if source is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+    name = "baseline" if source is not None else "serve"
+    with open(folder / f"{name}.log", "wb") as log:  # the server logs a line per request
         process = subprocess.Popen(
-            [sys.executable, "-m", "assay", *command], stdout=log, stderr=log
+            [sys.executable, "-m", "assay", *command], stdout=log, stderr=log, env=environment
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"assay serve exited: see {folder / 'serve.log'}")
+            raise SystemExit(f"assay serve exited: see {folder / f'{name}.log'}")
         try:
             if httpx.get(f"{url}/api/v2/llm-obs/v1/projects", timeout=1).status_code == 200:
                 return process, url
@@ -298,6 +312,43 @@ def start_server(database_url: str, folder: Path) -> tuple[subprocess.Popen[byte
             time.sleep(0.1)
     process.kill()
     raise SystemExit("assay serve did not start within 60 s")
+
+
+def seed_over_http(url: str, records: int) -> Any:
+    """The benchmark's project, dataset and records, made through a server's API (for a
+    baseline server, whose store this version of Assay may not read)."""
+    with httpx.Client(base_url=url, timeout=120) as client:
+
+        def post(path: str, attributes: dict[str, Any]) -> Any:
+            response = client.post(path, json={"data": {"attributes": attributes}})
+            response.raise_for_status()
+            return response.json()["data"]
+
+        project = post(f"{API}/projects", {"name": f"ingest-benchmark-{uuid.uuid4().hex[:8]}"})
+        dataset = post(f"{API}/{project['id']}/datasets", {"name": "ingest"})
+        inserts = [
+            {
+                "id": f"record-{index}",
+                "input": record_input(index),
+                "expected_output": f"QUESTION NUMBER {index}",
+                "metadata": {"n": index},
+            }
+            for index in range(records)
+        ]
+        path = f"/api/v2/llm-obs/v1/{project['id']}/datasets/{dataset['id']}/batch_update"
+        post(path, {"insert_records": inserts})
+    return SimpleNamespace(project_id=project["id"], id=dataset["id"])
+
+
+def check_over_http(url: str, experiment_id: str, rows: int, metrics: int) -> None:
+    """``check``, through the server's API."""
+    path = f"{API}/experiments/{experiment_id}/events"
+    events = httpx.get(
+        f"{url}{path}", params={"include[eval_metrics]": "true"}, timeout=120
+    ).json()["data"]["attributes"]["spans"]
+    found = (len(events), sum(len(span["eval_metrics"]) for span in events))
+    if found != (rows, metrics):
+        raise SystemExit(f"experiment {experiment_id}: stored {found}, expected {(rows, metrics)}")
 
 
 def check(backend: Any, experiment_id: str, rows: int, metrics: int) -> None:
@@ -331,8 +382,21 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database-url", help="a PostgreSQL database to use (default SQLite)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="another checkout of Assay (with DIR/src/assay), served beside this one on a "
+        "SQLite store of its own and posted the same work in turn",
+    )
     arguments = parser.parse_args()
     sizes: list[int] = arguments.records_per_post
+    baseline: Path | None = arguments.baseline
+    if baseline is not None:
+        if arguments.database_url:
+            parser.error("--baseline compares on SQLite: leave out --database-url")
+        if not (baseline / "src" / "assay").is_dir():
+            parser.error(f"{baseline} holds no src/assay: give the root of an Assay checkout")
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         os.environ["ASSAY_HOME"] = name
@@ -355,30 +419,43 @@ def main() -> None:
         ]
         backend.update_dataset_records(dataset.id, inserts=inserts)
         dataset = backend.get_dataset(dataset.id)
-        server, url = start_server(database_url, folder)
+        servers = {"this": start_server(database_url, folder)}
+        datasets = {"this": dataset}
         rows = arguments.records * arguments.runs
         metrics = rows * len(LABELS)
         direct_times: list[float] = []
-        http = {size: Measured() for size in sizes}
+        http = {(side, size): Measured() for side in ("this", "baseline") for size in sizes}
         n = 0
         try:
-            # Interleaved so that machine noise hits both sides alike.
-            for _ in range(arguments.repeat):
+            if baseline is not None:
+                servers["baseline"] = start_server(
+                    f"sqlite:///{folder / 'baseline.db'}", folder, source=baseline / "src"
+                )
+                datasets["baseline"] = seed_over_http(servers["baseline"][1], arguments.records)
+            # Interleaved so that machine noise hits every side alike.
+            for repeat in range(arguments.repeat):
                 seconds, experiment_id = direct(backend, dataset, arguments.runs, n)
                 check(backend, experiment_id, rows, metrics)
                 direct_times.append(seconds)
                 for size in sizes:
-                    n += 1
-                    cpu = cpu_seconds(server.pid)
-                    seconds, experiment_id = over_http(
-                        url, dataset, arguments.runs, arguments.clients, size, n
-                    )
-                    http[size].server_cpu += cpu_seconds(server.pid) - cpu
-                    check(backend, experiment_id, rows, metrics)
-                    http[size].seconds.append(seconds)
+                    sides = sorted(servers, reverse=repeat % 2 == 1)
+                    for side in sides:
+                        n += 1
+                        server, url = servers[side]
+                        cpu = cpu_seconds(server.pid)
+                        seconds, experiment_id = over_http(
+                            url, datasets[side], arguments.runs, arguments.clients, size, n
+                        )
+                        http[side, size].server_cpu += cpu_seconds(server.pid) - cpu
+                        if side == "this":
+                            check(backend, experiment_id, rows, metrics)
+                        else:
+                            check_over_http(url, experiment_id, rows, metrics)
+                        http[side, size].seconds.append(seconds)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for server, _ in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
             backend.close()
     direct_rate = metrics / statistics.median(direct_times)
     print(
@@ -392,22 +469,30 @@ def main() -> None:
         f"{[round(t, 2) for t in direct_times]} s"
     )
     ratios = {}
-    for size, measured in http.items():
+    for (side, size), measured in http.items():
+        if not measured.seconds:
+            continue  # no baseline
         median = statistics.median(measured.seconds)
         requests = 2 * arguments.runs * -(-arguments.records // size) * arguments.repeat
-        ratios[size] = metrics / median / direct_rate
+        ratios[side, size] = metrics / median / direct_rate
+        label = "HTTP," if side == "this" else "baseline,"
         print(
-            f"HTTP, {size:>5} records/post:   {metrics / median:9,.0f} metrics/s "
+            f"{label:9} {size:>5} records/post: {metrics / median:9,.0f} metrics/s "
             f"({rows / median:,.0f} rows/s)  {[round(t, 2) for t in measured.seconds]} s  "
-            f"{ratios[size]:6.1%} of direct; server CPU "
+            f"{ratios[side, size]:6.1%} of direct; server CPU "
             f"{1000 * measured.server_cpu / requests:.2f} ms/request"
         )
+    for size in sizes if baseline is not None else ():
+        print(
+            f"this version against the baseline, {size}-record posts: "
+            f"{ratios['this', size] / ratios['baseline', size]:.2f} times the rate"
+        )
     judged = sizes[0]
-    verdict = "OK" if ratios[judged] >= TARGET else "MISSED"
+    verdict = "OK" if ratios["this", judged] >= TARGET else "MISSED"
     print(
         f"target: HTTP >= {TARGET:.0%} of the direct rate, judged on {judged}-record posts"
         f"{' (what ddtrace sends)' if judged == JUDGED_POST else ''}: "
-        f"{ratios[judged]:.1%} -> {verdict}"
+        f"{ratios['this', judged]:.1%} -> {verdict}"
     )
     sys.exit(0)
 
