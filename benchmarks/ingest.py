@@ -304,7 +304,9 @@ def start_server(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"assay serve exited: see {folder / f'{name}.log'}")
+            # The folder goes with the benchmark: the log's end is the message.
+            tail = (folder / f"{name}.log").read_text(errors="replace").strip()[-2000:]
+            raise SystemExit(f"assay serve ({name}) exited:\n{tail}")
         try:
             if httpx.get(f"{url}/api/v2/llm-obs/v1/projects", timeout=1).status_code == 200:
                 return process, url
