@@ -30,6 +30,7 @@ from sqlalchemy import Engine, event, text
 from assay import LLMObs
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.browse import experiment_totals
+from assay.store.sql.ingest.write import stored_roots
 from assay.store.sql.summary_figures import summary_figures
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -339,3 +340,22 @@ def test_comparison_values_read_value_indexes_and_aggregates(
     assert every.full_scans((*BIG_TABLES, "record_aggregates")) == {}, every.scans
     assert "ix_evaluations_label" in every.indexes, every.scans
     assert "record_aggregates" in every.tables, every.scans
+
+
+def test_the_ingest_look_up_of_roots_reads_the_span_key(store: tuple[SqlBackend, str]) -> None:
+    """Which of a post's spans are stored roots: by (experiment, span), never a range of a
+    partial root index, which a young table's missing statistics could make PostgreSQL
+    prefer and which holds every root of the experiment."""
+    backend, experiment_id = store
+    span_ids = [row.span_id for row in backend.experiment_rows(experiment_id)[:6]]
+
+    def read() -> Any:
+        with backend.engine.connect() as connection:
+            return stored_roots(connection, experiment_id, [*span_ids, "no-such-span"])
+
+    plan = plan_of(backend, read)
+    assert sorted(read()) == sorted(span_ids)
+    assert plan.scans == {("spans", "uq_spans_span")}, plan.scans
+    # What keeps it so without statistics: no condition that a partial index answers.
+    [(sql, _)] = plan.statements
+    assert "parent_id IS" not in sql, sql
