@@ -1,4 +1,4 @@
-"""The ingest lane (``assay.server.lane``) and the writer's checkpoints.
+"""The ingest lane (``assay.server.lane``), and the ingest writer's housekeeping.
 
 The lane serves the events post and the span intake past FastAPI's routing; everything
 it does not serve itself must reach the app as if the lane were not there. The server's
@@ -18,13 +18,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import StaticPool
 
 from assay.server import create_app, lane
 from assay.server.dependencies import get_backend, ingest_writer
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.ingest import group
+from assay.store.sql.ingest.write import in_transaction
 from test_server_ingest import API, call, metric, post_metrics, root_span, setup_experiment
 
 
@@ -242,3 +244,29 @@ def test_a_fault_of_the_writer_fails_its_group_and_not_the_next(
         assert "RuntimeError" in failed.json()["errors"][0]["detail"]
         call(client, "POST", "/api/v2/llmobs", [{"spans": spans[1:]}], 202)
     assert len(backend.experiment_rows(experiment_id)) == len(records)
+
+
+def test_postgresql_ingestion_plans_each_look_up_for_its_own_values(
+    backend: SqlBackend,
+) -> None:
+    """On PostgreSQL an ingest transaction forbids generic plans (made while the tables
+    were nearly empty, they scan the experiment); for that transaction only."""
+    if backend.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's plan cache; SQLite has none")
+    engine = create_engine(
+        backend.engine.url.render_as_string(hide_password=False), poolclass=StaticPool
+    )
+    try:
+        inside: list[str] = []
+        in_transaction(
+            engine,
+            lambda connection: inside.append(
+                connection.exec_driver_sql("SHOW plan_cache_mode").scalar_one()
+            ),
+        )
+        with engine.connect() as connection:  # the same connection, back in the pool
+            after = connection.exec_driver_sql("SHOW plan_cache_mode").scalar_one()
+        assert inside == ["force_custom_plan"]
+        assert after == "auto"
+    finally:
+        engine.dispose()
