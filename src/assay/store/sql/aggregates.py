@@ -52,7 +52,6 @@ from sqlalchemy import (
     Integer,
     Table,
     and_,
-    bindparam,
     case,
     cast,
     delete,
@@ -135,46 +134,6 @@ def _binary(column: Any, dialect: str) -> Any:
     # Ties go to the alphabetically first value by code point, as in Python; PostgreSQL's
     # default collation may follow the locale instead.
     return column.collate("C") if dialect == "postgresql" else column
-
-
-_COUNT_WRITTEN = (  # built once: every ingest group ends with it
-    update(experiments)
-    .where(experiments.c.id == bindparam("experiment_id"))
-    .values(
-        row_count=experiments.c.row_count + bindparam("rows"),
-        evaluation_count=experiments.c.evaluation_count + bindparam("evaluations"),
-    )
-)
-
-
-def count_written(connection: Connection, experiment_id: str, rows: int, evaluations: int) -> None:
-    """Add what a writer stored to the experiment's counters (in the writer's transaction)."""
-    values = {"experiment_id": experiment_id, "rows": rows, "evaluations": evaluations}
-    connection.execute(_COUNT_WRITTEN, values)
-
-
-def _counts(connection: Connection, experiment_id: str) -> tuple[int, int]:
-    found = connection.execute(
-        select(experiments.c.row_count, experiments.c.evaluation_count).where(
-            experiments.c.id == experiment_id
-        )
-    ).first()
-    return (int(found.row_count), int(found.evaluation_count)) if found else (0, 0)
-
-
-def aggregates_are_fresh(connection: Connection, experiment_id: str) -> bool:
-    """Whether the aggregates were built from every row and evaluation now stored.
-
-    Two primary-key lookups: the writers' counters against the counts the last refresh saw.
-    """
-    state = connection.execute(
-        select(aggregate_state.c.rows, aggregate_state.c.evaluations).where(
-            aggregate_state.c.experiment_id == experiment_id
-        )
-    ).first()
-    return state is not None and (state.rows, state.evaluations) == _counts(
-        connection, experiment_id
-    )
 
 
 @dataclass(frozen=True)

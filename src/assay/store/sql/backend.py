@@ -38,13 +38,10 @@ from assay.store.records import (
 from assay.store.sql import baselines as baseline_store
 from assay.store.sql import datasets as dataset_store
 from assay.store.sql import keys
-from assay.store.sql.aggregates import (
-    aggregates_are_fresh,
-    count_written,
-    refresh_record_aggregates,
-)
+from assay.store.sql.aggregates import refresh_record_aggregates
 from assay.store.sql.bulk import bulk_insert, encode_json
 from assay.store.sql.comparison_values import comparison_values
+from assay.store.sql.counters import aggregates_are_fresh, count_written
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.keys import ApiKeyInfo
 from assay.store.sql.search import search as search_experiment

@@ -13,9 +13,10 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Text, bindparam, cast, null, select, update
 
-from assay.store.sql.aggregates import count_written, reopen_rows
+from assay.store.sql.aggregates import reopen_rows
 from assay.store.sql.backend import EVALUATION_COLUMNS
 from assay.store.sql.bulk import bulk_insert
+from assay.store.sql.counters import count_written
 from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
 from assay.store.sql.ingest.write import chunks, looked_up, stored_roots
 from assay.store.sql.tables import evaluations as evaluation_table

@@ -8,9 +8,9 @@ from typing import Any, NamedTuple, TypeVar
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from assay.store.sql.aggregates import count_written
 from assay.store.sql.backend import EVALUATION_COLUMNS, SPAN_COLUMNS
 from assay.store.sql.bulk import bulk_insert
+from assay.store.sql.counters import count_written
 from assay.store.sql.ingest.model import IncomingMetric, IngestResult, placeholder_run_id
 from assay.store.sql.ingest.plan import Plan
 from assay.store.sql.tables import evaluations as evaluation_table
