@@ -316,9 +316,9 @@ def start_server(
     raise SystemExit("assay serve did not start within 60 s")
 
 
-def seed_over_http(url: str, records: int) -> Any:
-    """The benchmark's project, dataset and records, made through a server's API (for a
-    baseline server, whose store this version of Assay may not read)."""
+def seed_over_http(url: str, inserts: list[Any]) -> Any:
+    """The benchmark's project, dataset and these records, made through a server's API (for
+    a baseline server, whose store this version of Assay may not read)."""
     with httpx.Client(base_url=url, timeout=120) as client:
 
         def post(path: str, attributes: dict[str, Any]) -> Any:
@@ -328,17 +328,17 @@ def seed_over_http(url: str, records: int) -> Any:
 
         project = post(f"{API}/projects", {"name": f"ingest-benchmark-{uuid.uuid4().hex[:8]}"})
         dataset = post(f"{API}/{project['id']}/datasets", {"name": "ingest"})
-        inserts = [
+        records = [
             {
-                "id": f"record-{index}",
-                "input": record_input(index),
-                "expected_output": f"QUESTION NUMBER {index}",
-                "metadata": {"n": index},
+                "id": insert.record_id,
+                "input": insert.input_data,
+                "expected_output": insert.expected_output,
+                "metadata": insert.metadata,
             }
-            for index in range(records)
+            for insert in inserts
         ]
         path = f"/api/v2/llm-obs/v1/{project['id']}/datasets/{dataset['id']}/batch_update"
-        post(path, {"insert_records": inserts})
+        post(path, {"insert_records": records})
     return SimpleNamespace(project_id=project["id"], id=dataset["id"])
 
 
@@ -433,7 +433,7 @@ def main() -> None:
                 servers["baseline"] = start_server(
                     f"sqlite:///{folder / 'baseline.db'}", folder, source=baseline / "src"
                 )
-                datasets["baseline"] = seed_over_http(servers["baseline"][1], arguments.records)
+                datasets["baseline"] = seed_over_http(servers["baseline"][1], inserts)
             # Interleaved so that machine noise hits every side alike.
             for repeat in range(arguments.repeat):
                 seconds, experiment_id = direct(backend, dataset, arguments.runs, n)
