@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from typing import Any
 
 import pytest
@@ -17,6 +17,9 @@ def quick(input_data: Any, output_data: Any, expected_output: Any) -> bool:
 
 def test_sync_calls_past_the_timeout_fail_as_timeouts(llmobs: type[LLMObs]) -> None:
     dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": i} for i in range(4)])
+    # The hung call waits on an event the test sets only after the run returned: a run
+    # that waited for it would return with `hung_call_ended` set (after 30 s), not clear.
+    release, hung_call_ended = threading.Event(), threading.Event()
 
     def sometimes_hangs(input_data: int, config: Any) -> str:
         row = current_row()  # the timed call still knows its row
@@ -24,13 +27,16 @@ def test_sync_calls_past_the_timeout_fail_as_timeouts(llmobs: type[LLMObs]) -> N
         with LLMObs.llm(model_name="gpt-4o-mini", model_provider="openai"):
             LLMObs.annotate(metrics={"input_tokens": 10, "output_tokens": 1})
         if input_data == 2:
-            time.sleep(2)
+            release.wait(30)
+            hung_call_ended.set()
         return "done"
 
     experiment = llmobs.experiment("timeouts", sometimes_hangs, dataset, [quick])
-    started = time.monotonic()
-    result = experiment.run(jobs=4, timeout=0.3)
-    assert time.monotonic() - started < 1.5
+    try:
+        result = experiment.run(jobs=4, timeout=0.3)
+        assert not hung_call_ended.is_set()
+    finally:
+        release.set()
     errors = [row["error"]["type"] for row in result["rows"]]
     assert errors == [None, None, "assay.execution.calls.CallTimeout", None]
     assert "timeout of 0.3 s" in result["rows"][2]["error"]["message"]
