@@ -33,13 +33,13 @@ def test_sync_calls_past_the_timeout_fail_as_timeouts(llmobs: type[LLMObs]) -> N
 
     experiment = llmobs.experiment("timeouts", sometimes_hangs, dataset, [quick])
     try:
-        result = experiment.run(jobs=4, timeout=0.3)
+        result = experiment.run(jobs=4, timeout=1.5)
         assert not hung_call_ended.is_set()
     finally:
         release.set()
     errors = [row["error"]["type"] for row in result["rows"]]
     assert errors == [None, None, "assay.execution.calls.CallTimeout", None]
-    assert "timeout of 0.3 s" in result["rows"][2]["error"]["message"]
+    assert "timeout of 1.5 s" in result["rows"][2]["error"]["message"]
     assert [row["evaluations"]["quick"]["value"] for row in result["rows"]] == [
         True,
         True,
