@@ -19,6 +19,10 @@ clients' own JSON work does not count against the server.
 
     python benchmarks/ingest.py [--records 2000] [--runs 5] [--clients 8]
         [--records-per-post 6 1000] [--repeat 3] [--database-url URL] [--baseline DIR]
+        [--fsync-delay MS]
+
+``--fsync-delay MS`` runs the servers under ``strace``, each fsync MS milliseconds slower, as
+on a slow disk (Linux, with ``strace`` installed).
 
 ``--baseline DIR`` also serves another checkout of Assay (DIR holds its ``src``) on a
 store of its own, and posts the same work to both servers in turn, in every repeat: on a
@@ -34,6 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -283,13 +289,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_pid(process: subprocess.Popen[bytes]) -> int:
+    """The server's own process: ``strace``'s child when it runs under ``strace``."""
+    if not (isinstance(process.args, list) and process.args[0] == "strace"):
+        return process.pid
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return int(children[0]) if children else process.pid
+
+
 def start_server(
-    database_url: str, folder: Path, *, source: Path | None = None
+    database_url: str, folder: Path, *, source: Path | None = None, fsync_delay: float = 0.0
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`assay serve` in a subprocess: one server process, as users run it (of the Assay
-    whose ``src`` folder is ``source``, when given)."""
+    whose ``src`` folder is ``source``, when given), under ``strace`` making each fsync
+    ``fsync_delay`` ms slower, when that is given."""
     port = free_port()
-    command = ["serve", "--port", str(port), "--database-url", database_url]
+    command = [sys.executable, "-m", "assay", "serve", "--port", str(port)]
+    command += ["--database-url", database_url]
+    if fsync_delay:
+        # Only the two calls stop the process (seccomp-bpf), so the rest runs at speed.
+        delay = f"inject=fsync,fdatasync:delay_exit={round(fsync_delay * 1000)}"
+        traced = ["strace", "-f", "--seccomp-bpf", "-o", os.devnull]
+        command = [*traced, "-e", "trace=fsync,fdatasync", "-e", delay, *command]
     environment = dict(os.environ)
     if source is not None:
         environment["PYTHONPATH"] = os.pathsep.join(
@@ -297,9 +318,7 @@ def start_server(
         )
     name = "baseline" if source is not None else "serve"
     with open(folder / f"{name}.log", "wb") as log:  # the server logs a line per request
-        process = subprocess.Popen(
-            [sys.executable, "-m", "assay", *command], stdout=log, stderr=log, env=environment
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=environment)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -385,6 +404,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database-url", help="a PostgreSQL database to use (default SQLite)")
     parser.add_argument(
+        "--fsync-delay",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="run the servers under strace, each fsync MS milliseconds slower: a slow disk",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="DIR",
@@ -394,6 +420,9 @@ def main() -> None:
     arguments = parser.parse_args()
     sizes: list[int] = arguments.records_per_post
     baseline: Path | None = arguments.baseline
+    fsync_delay: float = arguments.fsync_delay
+    if fsync_delay and shutil.which("strace") is None:
+        parser.error("--fsync-delay runs the servers under strace: install strace")
     if baseline is not None:
         if arguments.database_url:
             parser.error("--baseline compares on SQLite: leave out --database-url")
@@ -421,7 +450,7 @@ def main() -> None:
         ]
         backend.update_dataset_records(dataset.id, inserts=inserts)
         dataset = backend.get_dataset(dataset.id)
-        servers = {"this": start_server(database_url, folder)}
+        servers = {"this": start_server(database_url, folder, fsync_delay=fsync_delay)}
         datasets = {"this": dataset}
         rows = arguments.records * arguments.runs
         metrics = rows * len(LABELS)
@@ -431,7 +460,10 @@ def main() -> None:
         try:
             if baseline is not None:
                 servers["baseline"] = start_server(
-                    f"sqlite:///{folder / 'baseline.db'}", folder, source=baseline / "src"
+                    f"sqlite:///{folder / 'baseline.db'}",
+                    folder,
+                    source=baseline / "src",
+                    fsync_delay=fsync_delay,
                 )
                 datasets["baseline"] = seed_over_http(servers["baseline"][1], inserts)
             # Interleaved so that machine noise hits every side alike.
@@ -444,11 +476,11 @@ def main() -> None:
                     for side in sides:
                         n += 1
                         server, url = servers[side]
-                        cpu = cpu_seconds(server.pid)
+                        cpu = cpu_seconds(server_pid(server))
                         seconds, experiment_id = over_http(
                             url, datasets[side], arguments.runs, arguments.clients, size, n
                         )
-                        http[side, size].server_cpu += cpu_seconds(server.pid) - cpu
+                        http[side, size].server_cpu += cpu_seconds(server_pid(server)) - cpu
                         if side == "this":
                             check(backend, experiment_id, rows, metrics)
                         else:
@@ -456,7 +488,7 @@ def main() -> None:
                         http[side, size].seconds.append(seconds)
         finally:
             for server, _ in servers.values():
-                server.terminate()
+                os.kill(server_pid(server), signal.SIGTERM)
                 server.wait(timeout=30)
             backend.close()
     direct_rate = metrics / statistics.median(direct_times)

@@ -197,6 +197,73 @@ def test_an_answered_group_is_in_the_database_file_itself(tmp_path: Path) -> Non
         backend.close()
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_checkpoints_space_out_when_they_are_slow() -> None:
+    """A checkpoint waits twice its predecessor's duration after it; a quick one waits
+    for nothing."""
+    clock = FakeClock()
+    pace = group.CheckpointPace(clock)
+    runs: list[float] = []
+
+    def checkpoint(taking: float) -> None:
+        runs.append(clock.now)
+        clock.now += taking
+
+    assert pace.run(lambda: checkpoint(10.0))  # the first is always due: ends at 10
+    clock.now = 29.0
+    assert not pace.run(lambda: checkpoint(0.0)) and pace.due_in() == 1.0
+    clock.now = 30.0
+    assert pace.due_in() == 0.0 and pace.run(lambda: checkpoint(0.0))
+    clock.now = 30.0  # took nothing: the next one is due at once
+    assert pace.run(lambda: checkpoint(1.0))
+    assert not pace.run(lambda: checkpoint(0.0))
+    assert pace.run(lambda: checkpoint(0.0), due=True)
+    assert runs == [0.0, 30.0, 30.0, 31.0]
+
+
+def test_a_put_off_checkpoint_is_done_when_the_writer_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints that take 1,000 s (as the clock sees them) put off the next ones; the
+    writer still checkpoints before it stops."""
+    clock = FakeClock()
+    real = group._checkpoint
+
+    def slow_checkpoint(engine: Any) -> None:
+        real(engine)
+        clock.now += 1000.0
+
+    monkeypatch.setattr(group, "_checkpoint", slow_checkpoint)
+    backend = SqlBackend(f"sqlite:///{tmp_path / 'store.db'}")
+
+    def in_the_file() -> int:
+        shutil.copy(tmp_path / "store.db", tmp_path / "copy.db")  # without its log
+        with sqlite3.connect(tmp_path / "copy.db") as copy:
+            (count,) = copy.execute("SELECT count(*) FROM spans").fetchone()
+        return int(count)
+
+    try:
+        with TestClient(create_app(backend=backend)) as client:
+            experiment_id, records = setup_experiment(client)
+            writer = ingest_writer(backend)
+            writer._pace = group.CheckpointPace(clock)
+            for n, record in enumerate(records):
+                span = root_span(experiment_id, record, 1, str(30 + n))
+                call(client, "POST", "/api/v2/llmobs", [{"spans": [span]}], 202)
+            assert in_the_file() == 1  # the first post's checkpoint put off the others
+            writer.stop()
+            assert in_the_file() == len(records)
+    finally:
+        backend.close()
+
+
 def test_a_failed_checkpoint_is_logged_and_the_writer_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
