@@ -27,16 +27,14 @@ from sqlalchemy import select
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.tables import evaluations, posted_evaluations, spans
 from live_server import free_port
+from test_server_concurrency import API, PUBLIC, TONES, wire_metric
 
-API = "/api/unstable/llm-obs/v1"
-PUBLIC = "/api/v2/llm-obs/v1"
 RECORDS = 60
 RUNS = 2
 PER_POST = 3
 CLIENTS = 4
 KILL_AFTER = 24
 """Answered posts before the kill: about a third of them (there are 80)."""
-TONES = ("calm", "terse", "warm")
 
 
 def values_of(index: int, run: int) -> dict[str, Any]:
@@ -121,19 +119,7 @@ def the_posts(experiment_id: str, record_ids: list[str]) -> list[Post]:
                 trace_id = f"{run:016x}{index:016x}"
                 span_ids.append(span_id)
                 for label, value in values_of(index, run).items():
-                    kind = {bool: "boolean", float: "score"}.get(type(value), "categorical")
-                    metrics.append(
-                        {
-                            "metric_source": "custom",
-                            "span_id": span_id,
-                            "trace_id": trace_id,
-                            "timestamp_ms": 1_700_000_000_000,
-                            "metric_type": kind,
-                            "label": label,
-                            f"{kind}_value": value,
-                            "status": "OK",
-                        }
-                    )
+                    metrics.append(wire_metric(label, value, span_id=span_id, trace_id=trace_id))
                     keys.append((span_id, label))
                 span = {
                     "span_id": span_id,
