@@ -23,6 +23,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
 from assay.server import create_app, lane
+from assay.server.api.events import accept_events
+from assay.server.api.intake import accept_spans
 from assay.server.dependencies import get_backend, ingest_writer
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.ingest import group
@@ -34,7 +36,6 @@ from test_server_ingest import API, call, metric, post_metrics, root_span, setup
 def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The posts the lane served itself (by kind), recorded as it hands them on."""
     seen: list[str] = []
-    accept_events, accept_spans = lane.accept_events, lane.accept_spans
 
     async def events(*args: Any) -> Any:
         seen.append("events")

@@ -623,7 +623,7 @@ def _judge(input_data: Any, output_data: Any, expected_output: Any) -> Evaluator
 def _flaky(input_data: Any, output_data: Any, expected_output: Any) -> bool:
     if input_data["n"] == 1 and str(output_data).endswith("False"):
         raise ValueError("flaky evaluator")
-    return input_data["n"] != 2
+    return bool(input_data["n"] != 2)
 
 
 def _passes(inputs: Any, outputs: Any, expected_outputs: Any, evaluators_results: Any) -> int:
