@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, true
+from sqlalchemy import Connection, bindparam, case, func, select, true
 from sqlalchemy.sql import visitors
 
 from assay.errors import QueryError
@@ -252,43 +252,49 @@ def _rows_counted_first(
     return _page(connection, scope, condition, order, limit, offset), total
 
 
+# The two look-ups of a row query's items, built once: building them with their ``IN``
+# list and finding them in the compiled cache cost about as much as running them.
+_ITEM_ROWS = select(
+    spans.c.span_id,
+    spans.c.record_id,
+    spans.c.idx,
+    spans.c.run_iteration,
+    spans.c.status,
+    spans.c.duration_ns,
+    spans.c.input,
+    spans.c.output,
+    spans.c.expected_output,
+    spans.c.metadata,
+    spans.c.tags,
+    spans.c.error_type,
+    spans.c.error_message,
+    spans.c.total_tokens,
+    spans.c.estimated_total_cost,
+).where(
+    spans.c.experiment_id == bindparam("experiment_id"),
+    spans.c.span_id.in_(bindparam("span_ids", expanding=True)),
+)
+# The values only: reasoning, metadata and tags stay in the table.
+_ITEM_VALUES = select(
+    evaluations.c.span_id,
+    evaluations.c.label,
+    evaluations.c.error_type,
+    *(evaluations.c[name] for name in VALUE_COLUMNS),
+).where(
+    evaluations.c.experiment_id == bindparam("experiment_id"),
+    evaluations.c.span_id.in_(bindparam("span_ids", expanding=True)),
+)
+
+
 def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> list[dict[str, JSON]]:
     """The rows (root spans) of these span ids, in this order, with their evaluations'
     values: a row query's items."""
     if not ids:
         return []
-    found = {
-        row.span_id: row
-        for row in connection.execute(
-            select(
-                spans.c.span_id,
-                spans.c.record_id,
-                spans.c.idx,
-                spans.c.run_iteration,
-                spans.c.status,
-                spans.c.duration_ns,
-                spans.c.input,
-                spans.c.output,
-                spans.c.expected_output,
-                spans.c.metadata,
-                spans.c.tags,
-                spans.c.error_type,
-                spans.c.error_message,
-                spans.c.total_tokens,
-                spans.c.estimated_total_cost,
-            ).where(spans.c.experiment_id == experiment_id, spans.c.span_id.in_(ids))
-        )
-    }
+    keys = {"experiment_id": experiment_id, "span_ids": ids}
+    found = {row.span_id: row for row in connection.execute(_ITEM_ROWS, keys)}
     values: dict[str, dict[str, JSON]] = defaultdict(dict)
-    # The values only: reasoning, metadata and tags stay in the table.
-    for evaluation in connection.execute(
-        select(
-            evaluations.c.span_id,
-            evaluations.c.label,
-            evaluations.c.error_type,
-            *(evaluations.c[name] for name in VALUE_COLUMNS),
-        ).where(evaluations.c.experiment_id == experiment_id, evaluations.c.span_id.in_(ids))
-    ):
+    for evaluation in connection.execute(_ITEM_VALUES, keys):
         values[evaluation.span_id][evaluation.label] = (
             None if evaluation.error_type is not None else evaluation_value(evaluation)
         )
