@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -45,6 +45,7 @@ from assay.store.sql.counters import aggregates_are_fresh, count_written
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.keys import ApiKeyInfo
 from assay.store.sql.search import search as search_experiment
+from assay.store.sql.tables import datasets as dataset_table
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import (
     experiments,
@@ -90,6 +91,23 @@ SPAN_COLUMNS = (
     "model_name",
     "model_provider",
     "annotations",
+)
+# An experiment with the names of its project and dataset, and the runs of experiments:
+# built once, since every search and page reads its experiment first.
+_EXPERIMENTS = (
+    select(
+        experiments,
+        projects.c.name.label("project_name"),
+        dataset_table.c.name.label("dataset_name"),
+    )
+    .join(projects, projects.c.id == experiments.c.project_id)
+    .join(dataset_table, dataset_table.c.id == experiments.c.dataset_id)
+)
+_EXPERIMENT_BY_ID = _EXPERIMENTS.where(experiments.c.id == bindparam("experiment_id"))
+_RUNS_OF = (
+    select(run_table)
+    .where(run_table.c.experiment_id.in_(bindparam("experiment_ids", expanding=True)))
+    .order_by(run_table.c.run_iteration)
 )
 EVALUATION_KEYS = ("experiment_id", "run_iteration", "record_id", "span_id")
 EVALUATION_COLUMNS = (*EVALUATION_KEYS, *EVALUATION_VALUE_COLUMNS)
@@ -302,35 +320,20 @@ class SqlBackend:
         if result.rowcount == 0:
             raise ExperimentNotFoundError(f"No experiment with id {experiment_id!r}")
 
-    def _experiment_query(self) -> Any:
-        from assay.store.sql.tables import datasets
-
-        return (
-            select(
-                experiments,
-                projects.c.name.label("project_name"),
-                datasets.c.name.label("dataset_name"),
-            )
-            .join(projects, projects.c.id == experiments.c.project_id)
-            .join(datasets, datasets.c.id == experiments.c.dataset_id)
-        )
-
     def _experiment_infos(self, where: Any, *, limit: int | None = None) -> list[ExperimentInfo]:
-        query = self._experiment_query().where(where)
+        query = _EXPERIMENTS.where(where)
         query = query.order_by(experiments.c.created_at.desc(), experiments.c.id)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             return self._read_experiment_infos(connection, query)
 
-    def _read_experiment_infos(self, connection: Connection, query: Any) -> list[ExperimentInfo]:
-        rows = connection.execute(query).all()
+    def _read_experiment_infos(
+        self, connection: Connection, query: Any, parameters: dict[str, Any] | None = None
+    ) -> list[ExperimentInfo]:
+        rows = connection.execute(query, parameters).all()
         run_rows = (
-            connection.execute(
-                select(run_table)
-                .where(run_table.c.experiment_id.in_([row.id for row in rows]))
-                .order_by(run_table.c.run_iteration)
-            ).all()
+            connection.execute(_RUNS_OF, {"experiment_ids": [row.id for row in rows]}).all()
             if rows
             else []
         )
@@ -373,7 +376,7 @@ class SqlBackend:
 
     def _experiment_info(self, connection: Connection, experiment_id: str) -> ExperimentInfo:
         found = self._read_experiment_infos(
-            connection, self._experiment_query().where(experiments.c.id == experiment_id)
+            connection, _EXPERIMENT_BY_ID, {"experiment_id": experiment_id}
         )
         if not found:
             raise ExperimentNotFoundError(
