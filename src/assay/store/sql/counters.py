@@ -29,25 +29,21 @@ def count_written(connection: Connection, experiment_id: str, rows: int, evaluat
     connection.execute(_COUNT_WRITTEN, values)
 
 
-def _counts(connection: Connection, experiment_id: str) -> tuple[int, int]:
-    found = connection.execute(
-        select(experiments.c.row_count, experiments.c.evaluation_count).where(
-            experiments.c.id == experiment_id
-        )
-    ).first()
-    return (int(found.row_count), int(found.evaluation_count)) if found else (0, 0)
+# Built once, as the update above: every search asks it first.
+_FRESHNESS = select(
+    aggregate_state.c.rows == experiments.c.row_count,
+    aggregate_state.c.evaluations == experiments.c.evaluation_count,
+).where(
+    aggregate_state.c.experiment_id == bindparam("experiment_id"),
+    experiments.c.id == aggregate_state.c.experiment_id,
+)
 
 
 def aggregates_are_fresh(connection: Connection, experiment_id: str) -> bool:
     """Whether the aggregates were built from every row and evaluation now stored.
 
-    Two primary-key lookups: the writers' counters against the counts the last refresh saw.
+    One statement of two primary-key lookups: the writers' counters against the counts the
+    last refresh saw.
     """
-    state = connection.execute(
-        select(aggregate_state.c.rows, aggregate_state.c.evaluations).where(
-            aggregate_state.c.experiment_id == experiment_id
-        )
-    ).first()
-    return state is not None and (state.rows, state.evaluations) == _counts(
-        connection, experiment_id
-    )
+    found = connection.execute(_FRESHNESS, {"experiment_id": experiment_id}).first()
+    return found is not None and all(found)
