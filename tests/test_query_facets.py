@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from assay.errors import QueryError
@@ -602,3 +604,24 @@ def test_every_rewrite_a_mix_error_suggests_is_accepted(query: str) -> None:
     assert suggestions, raised.value.message
     for suggestion in suggestions:
         resolve(suggestion, catalog)  # raises if the advice is itself refused
+
+
+def test_a_search_scoped_to_a_run_drops_that_runs_terms() -> None:
+    """What a search whose scope already holds run N compiles: the query less its top
+    ``run_iteration:N`` terms (SQLite would test them again on every entry it reads)."""
+    from assay.store.sql.query_shape import required_run, without_run
+
+    def node(text: str) -> Any:
+        return resolve(text, CATALOG).node
+
+    both = node("run_iteration:1 @trace.total_tokens:>1000")
+    assert required_run(both) == 1
+    assert without_run(both, 1) == node("@trace.total_tokens:>1000")
+    assert without_run(node("run_iteration:1"), 1) is None
+    assert without_run(node("run_iteration:2 @status:ok"), 1) == node("run_iteration:2 @status:ok")
+    assert without_run(node("run_iteration:1 run_iteration:2 @status:ok"), 1) == node(
+        "run_iteration:2 @status:ok"
+    )
+    # Below the top AND a run term is not the search's scope: it stays.
+    either = node("run_iteration:1 OR @status:ok")
+    assert without_run(either, 1) == either

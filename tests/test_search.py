@@ -8,6 +8,7 @@ evaluator of :mod:`assay.query.evaluate` selects, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 from typing import Any
@@ -399,3 +400,53 @@ def test_sorting_records_by_an_unknown_label_is_an_error(searched: Any) -> None:
         experiment.search(
             "@multi_run_avg.@duration:>0", sort="-@multi_run_avg.@evaluations.custom.nope"
         )
+
+
+def test_a_runs_row_count_is_read_from_its_totals_only_while_they_cover_every_row(
+    llmobs: type[LLMObs], store_url: str
+) -> None:
+    """The "of M" of a run's search: one look-up of the per-run totals while they are up to
+    date, a count of the run's rows once rows were added or reopened since their refresh."""
+    from sqlalchemy import select
+
+    from assay.store.sql.aggregates import reopen_rows
+    from assay.store.sql.backend import SqlBackend
+    from assay.store.sql.search import _RUN_ROWS, rows_in_run
+    from assay.store.sql.tables import spans
+
+    dataset = llmobs.create_dataset(dataset_name="d", records=[{"input_data": i} for i in range(6)])
+    experiment = llmobs.experiment("counted", task, dataset, [passed], runs=2)
+    experiment.run(jobs=2)
+    assert experiment.id is not None
+    page = experiment.search("@status:ok", run=1)  # refreshes the aggregates
+    assert page.of == 6
+    backend = SqlBackend(store_url)
+
+    def totals() -> int | None:
+        with backend.engine.connect() as connection:
+            found = connection.execute(_RUN_ROWS, {"experiment_id": experiment.id, "run": 1})
+            return found.scalar_one()
+
+    def counted() -> int:
+        with backend.engine.connect() as connection:
+            return rows_in_run(connection, experiment.id or "", 1)
+
+    try:
+        assert totals() == 6 and counted() == 6  # up to date: read off the totals
+        with backend.engine.begin() as connection:
+            first = connection.execute(
+                select(spans.c.pk).where(spans.c.experiment_id == experiment.id).limit(1)
+            ).scalar_one()
+            reopen_rows(connection, experiment.id, first)
+        assert totals() is None and counted() == 6  # reopened: counted
+        assert experiment.search("@status:ok", run=1).of == 6  # refreshed again
+        assert totals() == 6
+        # A row added since the refresh: the totals no longer cover every row.
+        row = backend.experiment_rows(experiment.id)[0]
+        extra = dataclasses.replace(
+            row, run_iteration=1, record_id="extra", span_id="extra-row", idx=99, evaluations=[]
+        )
+        backend.write_rows([extra])
+        assert totals() is None and counted() == 7
+    finally:
+        backend.close()

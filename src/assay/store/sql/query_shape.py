@@ -22,15 +22,36 @@ def required_run(node: Expr[Facet] | None) -> int | None:
     (``run_iteration:N``, alone or as a term of the top ``AND``)."""
     operands = node.operands if isinstance(node, And) else (node,)
     for operand in operands:
-        if (
-            isinstance(operand, Comparison)
-            and operand.operator == "="
-            and isinstance(operand.attribute, RunFacet)
-            and operand.attribute.key == "run_iteration"
-        ):
-            number = operand.value.number
-            if number is not None and number == int(number):
-                return int(number)
+        number = _run_named(operand)
+        if number is not None:
+            return number
+    return None
+
+
+def without_run(node: Expr[Facet], run: int) -> Expr[Facet] | None:
+    """``node`` less its top ``run_iteration:run`` terms (None if nothing is left): for a
+    search whose scope already holds the run, where SQLite would test it again on every
+    entry of the range it reads."""
+    operands = node.operands if isinstance(node, And) else (node,)
+    rest = [operand for operand in operands if _run_named(operand) != run]
+    if len(rest) == len(operands):
+        return node
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else And(tuple(rest), start=node.start, end=node.end)
+
+
+def _run_named(node: Expr[Facet] | None) -> int | None:
+    """N, for a ``run_iteration:N`` leaf."""
+    if (
+        isinstance(node, Comparison)
+        and node.operator == "="
+        and isinstance(node.attribute, RunFacet)
+        and node.attribute.key == "run_iteration"
+    ):
+        number = node.value.number
+        if number is not None and number == int(number):
+            return int(number)
     return None
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.sql import visitors
 from assay.errors import QueryError
 from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
-from assay.store.sql.query_shape import has_evaluation_terms, required_run
+from assay.store.sql.query_shape import has_evaluation_terms, required_run, without_run
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.tables import (
     aggregate_state,
@@ -27,6 +27,8 @@ from assay.store.sql.tables import (
     experiment_facets,
     experiments,
     record_aggregates,
+    run_aggregate_state,
+    run_aggregates,
     spans,
 )
 from assay.store.sql.values import VALUE_COLUMNS, evaluation_value
@@ -142,9 +144,7 @@ def _search_rows(
             select(experiments.c.row_count).where(experiments.c.id == info.id)
         ).scalar_one()
     else:
-        everything = connection.execute(
-            select(func.count()).select_from(spans).where(*scope)
-        ).scalar_one()
+        everything = rows_in_run(connection, info.id, run)
     if resolved.node is not None and has_evaluation_terms(resolved.node):
         matching, total = _rows_by_set(
             connection, info, compiler, resolved.node, scope, order, run, everything, limit, offset
@@ -155,6 +155,7 @@ def _search_rows(
             matching, total = _rows_counted_first(
                 connection,
                 info,
+                compiler,
                 resolved.node,
                 condition,
                 scope,
@@ -183,6 +184,45 @@ def _search_rows(
     items = row_items(connection, info.id, matching)
     return SearchPage(
         total=int(total), items=items, multi_run=False, description=description, of=int(everything)
+    )
+
+
+# The rows of one run as the per-run totals count them, when those cover every row stored:
+# the refresh's row count is the writers' counter, and the totals were brought up to the
+# same rows as the record aggregates (their marks agree; rows reopened lower the record
+# aggregates' marks). Else no row, and the run's index range is counted.
+_RUN_ROWS = select(func.sum(run_aggregates.c.n)).where(
+    run_aggregates.c.experiment_id == bindparam("experiment_id"),
+    run_aggregates.c.run_iteration == bindparam("run"),
+    run_aggregates.c.facet == "status",
+    run_aggregates.c.value.is_(None),
+    aggregate_state.c.experiment_id == run_aggregates.c.experiment_id,
+    experiments.c.id == run_aggregates.c.experiment_id,
+    run_aggregate_state.c.experiment_id == run_aggregates.c.experiment_id,
+    aggregate_state.c.rows == experiments.c.row_count,
+    run_aggregate_state.c.row_mark == aggregate_state.c.row_mark,
+    run_aggregate_state.c.evaluation_mark == aggregate_state.c.evaluation_mark,
+)
+
+
+def rows_in_run(connection: Connection, experiment_id: str, run: int) -> int:
+    """How many rows run ``run`` of the experiment holds: one look-up where the per-run
+    totals are up to date, else a count of the run's range of the root-span index (100,000
+    entries took 6 ms, on every page of a run's view)."""
+    counted = connection.execute(_RUN_ROWS, {"experiment_id": experiment_id, "run": run})
+    found = counted.scalar_one()
+    if found is not None:
+        return int(found)
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(spans)
+            .where(
+                spans.c.experiment_id == experiment_id,
+                spans.c.parent_id.is_(None),
+                spans.c.run_iteration == run,
+            )
+        ).scalar_one()
     )
 
 
@@ -218,6 +258,7 @@ def _rows_read(info: ExperimentInfo, run: int | None, within: int | None, rows: 
 def _rows_counted_first(
     connection: Connection,
     info: ExperimentInfo,
+    compiler: QueryCompiler,
     node: Any,
     condition: Any,
     scope: list[Any],
@@ -235,6 +276,10 @@ def _rows_counted_first(
     within = run if run is not None else required_run(node)
     if run is None and within is not None:
         scope = [*scope, spans.c.run_iteration == within]
+    if within is not None:
+        # The scope holds the run: tested again per entry, it took 40% of the count.
+        rest = without_run(node, within)
+        condition = compiler.rows(rest) if rest is not None else true()
     total = int(
         connection.execute(
             select(func.count()).select_from(spans).where(*scope, condition)
