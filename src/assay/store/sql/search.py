@@ -133,11 +133,17 @@ def _search_rows(
     sort: str | None,
     description: str,
 ) -> SearchPage:
+    node = resolved.node
+    # The run every match is in (``run=`` or the query's own ``run_iteration:N``) bounds
+    # the index ranges, once: the query compiles without it, since SQLite would test it
+    # again on every entry it reads (40% of a count over a run's token range).
+    within = run if run is not None or node is None else required_run(node)
     scope = [spans.c.experiment_id == info.id, spans.c.parent_id.is_(None)]
-    if run is not None:
-        scope.append(spans.c.run_iteration == run)
+    if within is not None:
+        scope.append(spans.c.run_iteration == within)
+    rest = node if node is None or within is None else without_run(node, within)
     order = [*_order(spans, sort, ROW_SORTS, resolved.text), spans.c.run_iteration, spans.c.idx]
-    if resolved.node is None:
+    if node is None:
         everything = None
     elif run is None:
         everything = connection.execute(
@@ -145,26 +151,16 @@ def _search_rows(
         ).scalar_one()
     else:
         everything = rows_in_run(connection, info.id, run)
-    if resolved.node is not None and has_evaluation_terms(resolved.node):
+    read = _rows_read(info, run, within, everything or 0)
+    if node is not None and has_evaluation_terms(node):
         matching, total = _rows_by_set(
-            connection, info, compiler, resolved.node, scope, order, run, everything, limit, offset
+            connection, compiler, node, rest, scope, order, within, read, limit, offset
         )
     else:
-        condition = compiler.rows(resolved.node) if resolved.node is not None else true()
-        if resolved.node is not None and _reads_tokens(condition):
+        condition = compiler.rows(rest) if rest is not None else true()
+        if _reads_tokens(condition):
             matching, total = _rows_counted_first(
-                connection,
-                info,
-                compiler,
-                resolved.node,
-                condition,
-                scope,
-                order,
-                run,
-                everything,
-                limit,
-                offset,
-                sort,
+                connection, condition, scope, order, read, limit, offset, sort
             )
         else:
             # The page and the count are two queries: the root-span index gives rows in
@@ -257,14 +253,10 @@ def _rows_read(info: ExperimentInfo, run: int | None, within: int | None, rows: 
 
 def _rows_counted_first(
     connection: Connection,
-    info: ExperimentInfo,
-    compiler: QueryCompiler,
-    node: Any,
     condition: Any,
     scope: list[Any],
     order: list[Any],
-    run: int | None,
-    everything: int | None,
+    read: float,
     limit: int,
     offset: int,
     sort: str | None,
@@ -272,14 +264,7 @@ def _rows_counted_first(
     """The count and page of a row query on total tokens: the count is one range of
     ``ix_spans_root_tokens``; the page, where matches are dense, walks the rows in page
     order as other row queries do, and where they are sparse sorts the few matches that
-    the token index finds."""
-    within = run if run is not None else required_run(node)
-    if run is None and within is not None:
-        scope = [*scope, spans.c.run_iteration == within]
-    if within is not None:
-        # The scope holds the run: tested again per entry, it took 40% of the count.
-        rest = without_run(node, within)
-        condition = compiler.rows(rest) if rest is not None else true()
+    the token index finds. ``read``: the rows a walk in page order steps through at most."""
     total = int(
         connection.execute(
             select(func.count()).select_from(spans).where(*scope, condition)
@@ -287,7 +272,6 @@ def _rows_counted_first(
     )
     if total <= offset:
         return [], total
-    read = _rows_read(info, run, within, everything or 0)
     dense = (offset + limit) * read / total <= _WALK_ROWS
     if dense and not sort and connection.dialect.name == "sqlite":
         # SQLite keeps no statistics here: told the token range, it would take the token
@@ -372,37 +356,34 @@ def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> lis
 
 def _rows_by_set(
     connection: Connection,
-    info: ExperimentInfo,
     compiler: QueryCompiler,
     node: Any,
+    rest: Any,
     scope: list[Any],
     order: list[Any],
-    run: int | None,
-    everything: int | None,
+    within: int | None,
+    read: float,
     limit: int,
     offset: int,
 ) -> tuple[list[str], int]:
     """The page and count of a row query with evaluation terms.
 
     The count is the size of the matching set, built from index ranges
-    (``QueryCompiler.row_set``). The page, where matches are dense enough that reading
-    rows in page order finds a page within ``_WALK_ROWS`` rows, is that read, each row's
-    evaluations looked up by index; where they are sparse, the rows of the set are
-    sorted instead, which costs in proportion to the (few) matches.
+    (``QueryCompiler.row_set``), every one bounded by the run in ``scope``, the complement
+    of a NOT's included. The page, where matches are dense enough that reading rows in
+    page order finds a page within ``_WALK_ROWS`` rows, is that read, each row's
+    evaluations looked up by index (``rest``: the query less the run the scope holds);
+    where they are sparse, the rows of the set are sorted instead, which costs in
+    proportion to the (few) matches.
     """
-    within = run if run is not None else required_run(node)
-    if run is None and within is not None:
-        # The run the query names bounds every set, the complement of a NOT's included.
-        scope = [*scope, spans.c.run_iteration == within]
     matches = compiler.row_set(node, scope, within)
     total = int(
         connection.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
     )
     if total <= offset:
         return [], total
-    read = _rows_read(info, run, within, everything or 0)
     if (offset + limit) * read / total <= _WALK_ROWS:
-        condition = compiler.rows(node, probe=True)
+        condition = compiler.rows(rest, probe=True)
     else:
         nested = matches.subquery()
         condition = spans.c.span_id.in_(select(nested.c.span_id))
