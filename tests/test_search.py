@@ -450,3 +450,39 @@ def test_a_runs_row_count_is_read_from_its_totals_only_while_they_cover_every_ro
         assert totals() is None and counted() == 7
     finally:
         backend.close()
+
+
+def test_a_page_larger_than_an_in_list_holds_every_item_in_order(llmobs: type[LLMObs]) -> None:
+    """A page's items are read by their keys ``KEYS_AT_ONCE`` at a time (a page of 70,000
+    rows named in one ``IN`` list would exceed PostgreSQL's 65,535 parameters): a page of
+    1,200 rows, or of 1,200 records, read in three parts, comes back whole and in page
+    order, with every evaluation."""
+    import sys
+    from pathlib import Path
+
+    from assay.experiment import pulled_experiment
+    from assay.store.sql.bulk import KEYS_AT_ONCE
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from query import synthetic_experiment, synthetic_rows
+
+    backend = llmobs._backend
+    assert backend is not None
+    records = 1_200
+    assert records > 2 * KEYS_AT_ONCE
+    info, ids, runs = synthetic_experiment(backend, "big-page", records, 1, project="p")
+    backend.write_rows(list(synthetic_rows(info.id, ids, runs)))
+    experiment = pulled_experiment(backend, backend.get_experiment(info.id))
+
+    rows = experiment.search("", limit=records)
+    pages = [experiment.search("", limit=100, offset=n).items for n in range(0, records, 100)]
+    assert len(rows.items) == records
+    assert rows.items == [item for page in pages for item in page]
+    assert [item["idx"] for item in rows.items] == list(range(records))
+    assert all(len(item["evaluations"]) == 3 for item in rows.items)
+
+    query = "@multi_run_avg.@evaluations.custom.random_evaluator:*"
+    everyone = experiment.search(query, limit=records)
+    assert [item["record_id"] for item in everyone.items] == ids
+    assert all(item["input"] == {"n": item["idx"]} for item in everyone.items)
+    assert all(item["runs"] == 1 and item["aggregates"] for item in everyone.items)

@@ -42,7 +42,7 @@ Each refresh also brings the per-run totals of ``run_aggregates`` up to the same
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,7 @@ from sqlalchemy import (
     update,
 )
 
+from assay.store.sql.bulk import chunks
 from assay.store.sql.record_tallies import (
     TallyChange,
     change_record_tallies,
@@ -181,7 +182,7 @@ def refresh_record_aggregates(connection: Connection, experiment_id: str) -> Non
     counts = TallyChange()
     upto = (seen.row_mark, seen.evaluation_mark)
     facets = _evaluation_facets(connection, experiment_id, state, seen, dialect)
-    for chunk in _chunks(changed, _chunk_size(connection, experiment_id)):
+    for chunk in chunks(changed, _chunk_size(connection, experiment_id)):
         records += _recompute(
             connection,
             experiment_id,
@@ -342,11 +343,6 @@ def _chunk_size(connection: Connection, experiment_id: str) -> int:
         select(func.count()).select_from(runs).where(runs.c.experiment_id == experiment_id)
     ).scalar_one()
     return max(1, _RECOMPUTE_PARAMETERS // max(int(count), 1))
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _save_state(connection: Connection, experiment_id: str, seen: _Seen, records: int) -> None:

@@ -1,7 +1,8 @@
 """Fast bulk inserts: one compiled statement, rows as tuples, JSON encoded once.
 
 SQLAlchemy's per-row parameter processing costs more than SQLite's own insert; results
-are written by the thousand, so the writer hands the driver plain tuples instead.
+are written by the thousand, so the writer hands the driver plain tuples instead. Also
+``chunks``, for the look-ups that name many keys at once.
 """
 
 from __future__ import annotations
@@ -10,17 +11,29 @@ import json
 import math
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import chain, compress
 from operator import is_not, or_
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, insert
 
 # Parameters per multi-row statement: large enough that per-statement costs vanish, well
 # under SQLite's limit of 32,766.
 _MAX_PARAMETERS = 2000
+
+T = TypeVar("T")
+KEYS_AT_ONCE = 500
+"""Keys a look-up names in one ``IN`` list: a statement takes at most 32,766 parameters on
+SQLite and 65,535 on PostgreSQL, and a page or a batch may name more keys than that."""
+
+
+def chunks(items: Sequence[T], size: int = KEYS_AT_ONCE) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
 
 # ``_present(value)`` is ``value is not None``, called from C by ``map``.
 _present = partial(is_not, None)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,13 +46,11 @@ from assay.store.records import (
     StoredRecord,
     TagOperations,
 )
+from assay.store.sql.bulk import chunks
 from assay.store.sql.tables import dataset_records as record_table
 from assay.store.sql.tables import dataset_versions as version_table
 from assay.store.sql.tables import datasets, projects
 
-# Both dialects cap the bound parameters of one statement (SQLite 32766, PostgreSQL
-# 65535); chunking ``IN`` lists keeps every statement far below either cap.
-_CHUNK = 500
 _MAX_NAME = 200
 _MAX_RECORD_ID = 64
 
@@ -64,11 +62,6 @@ def _now() -> datetime:
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes even for timezone-aware columns; they are UTC.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 def content_hash(input_data: JSON, expected_output: JSON) -> str:
@@ -428,7 +421,7 @@ def _apply_tag_operations(tags: list[str], operations: TagOperations, record_id:
 
 def _load_updated(connection: Connection, dataset_id: str, ids: list[str]) -> dict[str, _Stored]:
     loaded: dict[str, _Stored] = {}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         rows = connection.execute(
             select(record_table).where(
                 record_table.c.dataset_id == dataset_id,
@@ -591,7 +584,7 @@ def _rewrite_in_place(connection: Connection, rows: Sequence[_Stored]) -> None:
 
 
 def _close(connection: Connection, pks: Sequence[int], version: int) -> None:
-    for chunk in _chunks(pks):
+    for chunk in chunks(pks):
         connection.execute(
             update(record_table).where(record_table.c.pk.in_(chunk)).values(version_to=version)
         )
@@ -601,7 +594,7 @@ def _write(connection: Connection, dataset_id: str, plan: _Plan, target: int) ->
     # A row that first appeared in the target version was never seen by any other
     # version, so it is removed or rewritten rather than closed as an empty range.
     _close(connection, [pk for pk, since in plan.deleted if since != target], target)
-    for chunk in _chunks([pk for pk, since in plan.deleted if since == target]):
+    for chunk in chunks([pk for pk, since in plan.deleted if since == target]):
         connection.execute(delete(record_table).where(record_table.c.pk.in_(chunk)))
 
     fresh = [row for row in plan.content_changed if row.version_from == target]

@@ -19,6 +19,7 @@ from sqlalchemy.sql import visitors
 from assay.errors import QueryError
 from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
+from assay.store.sql.bulk import chunks
 from assay.store.sql.query_shape import has_evaluation_terms, required_run, without_run
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.tables import (
@@ -320,13 +321,15 @@ def row_items(connection: Connection, experiment_id: str, ids: list[str]) -> lis
     values: a row query's items."""
     if not ids:
         return []
-    keys = {"experiment_id": experiment_id, "span_ids": ids}
-    found = {row.span_id: row for row in connection.execute(_ITEM_ROWS, keys)}
+    found: dict[str, Any] = {}
     values: dict[str, dict[str, JSON]] = defaultdict(dict)
-    for evaluation in connection.execute(_ITEM_VALUES, keys):
-        values[evaluation.span_id][evaluation.label] = (
-            None if evaluation.error_type is not None else evaluation_value(evaluation)
-        )
+    for chunk in chunks(ids):  # a page as large as the caller asks
+        keys = {"experiment_id": experiment_id, "span_ids": chunk}
+        found.update((row.span_id, row) for row in connection.execute(_ITEM_ROWS, keys))
+        for evaluation in connection.execute(_ITEM_VALUES, keys):
+            values[evaluation.span_id][evaluation.label] = (
+                None if evaluation.error_type is not None else evaluation_value(evaluation)
+            )
     return [
         {
             "record_id": row.record_id,
@@ -455,11 +458,11 @@ def record_items(
     aggregates: dict[str, dict[str, JSON]] = defaultdict(dict)
     records: dict[str, Any] = {}
     statuses: dict[str, Any] = {}
-    if ids:
+    for chunk in chunks(ids):  # a page as large as the caller asks
         for row in connection.execute(
             select(record_aggregates).where(
                 record_aggregates.c.experiment_id == info.id,
-                record_aggregates.c.record_id.in_(ids),
+                record_aggregates.c.record_id.in_(chunk),
             )
         ):
             if row.facet == "status":
@@ -469,7 +472,7 @@ def record_items(
         # the record (usually run 1 for all), not from each run (decoding the JSON of
         # each run's copy was most of a page's time).
         for run in sorted(item.run_iteration for item in info.runs):
-            wanted = [record_id for record_id in ids if record_id not in records]
+            wanted = [record_id for record_id in chunk if record_id not in records]
             if not wanted:
                 break
             for row in connection.execute(

@@ -15,10 +15,10 @@ from sqlalchemy import JSON, Connection, Text, bindparam, cast, null, select, up
 
 from assay.store.sql.aggregates import reopen_rows
 from assay.store.sql.backend import EVALUATION_COLUMNS
-from assay.store.sql.bulk import bulk_insert
+from assay.store.sql.bulk import bulk_insert, chunks
 from assay.store.sql.counters import count_written
 from assay.store.sql.ingest.model import MODEL_KINDS, known_sum, token_counts
-from assay.store.sql.ingest.write import chunks, looked_up, stored_roots
+from assay.store.sql.ingest.write import looked_up, stored_roots
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import posted_evaluations, spans
 from assay.store.sql.values import EVALUATION_VALUE_COLUMNS

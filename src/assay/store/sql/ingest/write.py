@@ -9,7 +9,7 @@ from sqlalchemy import BindParameter, Connection, Engine, bindparam, delete, ins
 from sqlalchemy.exc import IntegrityError
 
 from assay.store.sql.backend import EVALUATION_COLUMNS, SPAN_COLUMNS
-from assay.store.sql.bulk import bulk_insert
+from assay.store.sql.bulk import bulk_insert, chunks
 from assay.store.sql.counters import count_written
 from assay.store.sql.ingest.model import IncomingMetric, IngestResult, placeholder_run_id
 from assay.store.sql.ingest.plan import Plan
@@ -19,8 +19,6 @@ from assay.store.sql.tables import summary_evaluations as summary_table
 from assay.store.sql.values import EVALUATION_VALUE_COLUMNS, evaluation_values
 
 T = TypeVar("T")
-CHUNK = 500
-"""Both dialects cap the bound parameters of a statement; ``IN`` lists stay far below."""
 _ATTEMPTS = 5
 _LEDGER_KEY = ("experiment_id", "span_id", "run_iteration", "pending", "trace_id")
 _LEDGER_STORED = (*_LEDGER_KEY, "label", "metric_type", "timestamp_ms")
@@ -104,11 +102,6 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
 def serializes_writers(bind: Engine | Connection) -> bool:
     """Whether ``in_transaction`` holds the write lock from its start: on SQLite."""
     return bind.dialect.name == "sqlite"
-
-
-def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
 
 
 def ensure_runs(connection: Connection, experiment_id: str, run_count: int) -> dict[int, str]:
