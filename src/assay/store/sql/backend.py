@@ -45,6 +45,7 @@ from assay.store.sql.counters import aggregates_are_fresh, count_written
 from assay.store.sql.engine import migrate, open_engine
 from assay.store.sql.keys import ApiKeyInfo
 from assay.store.sql.search import search as search_experiment
+from assay.store.sql.side_count import SideCounter
 from assay.store.sql.tables import datasets as dataset_table
 from assay.store.sql.tables import evaluations as evaluation_table
 from assay.store.sql.tables import (
@@ -176,6 +177,7 @@ class SqlBackend:
         # Every run of a record stores the same input, expected output and metadata
         # objects: encode each once. Entries hold the object, so its id stays unique.
         self._encoded: dict[int, tuple[object, str | None]] = {}
+        self._counter = SideCounter()  # its threads and engine start with the first search
 
     @property
     def location(self) -> str:
@@ -185,6 +187,7 @@ class SqlBackend:
         return parsed.render_as_string(hide_password=True)
 
     def close(self) -> None:
+        self._counter.close()
         self.engine.dispose()
 
     # Projects -------------------------------------------------------------------------
@@ -618,12 +621,26 @@ class SqlBackend:
             info = self._experiment_info(connection, experiment_id)
             if aggregates_are_fresh(connection, experiment_id):
                 return search_experiment(
-                    connection, info, query, run=run, limit=limit, offset=offset, sort=sort
+                    connection,
+                    info,
+                    query,
+                    run=run,
+                    limit=limit,
+                    offset=offset,
+                    sort=sort,
+                    counter=self._counter,
                 )
         self.refresh_aggregates(experiment_id, only_if_stale=True)
         with self.engine.connect() as connection:
             return search_experiment(
-                connection, info, query, run=run, limit=limit, offset=offset, sort=sort
+                connection,
+                info,
+                query,
+                run=run,
+                limit=limit,
+                offset=offset,
+                sort=sort,
+                counter=self._counter,
             )
 
     def count_rows(self, experiment_id: str) -> int:
