@@ -617,21 +617,7 @@ class SqlBackend:
         # The experiment, the freshness check and the search in one read transaction,
         # unless the aggregates must be rebuilt first: the catalog of facets and the
         # multi-run aggregates come from the same rebuild.
-        with self.engine.connect() as connection:
-            info = self._experiment_info(connection, experiment_id)
-            if aggregates_are_fresh(connection, experiment_id):
-                return search_experiment(
-                    connection,
-                    info,
-                    query,
-                    run=run,
-                    limit=limit,
-                    offset=offset,
-                    sort=sort,
-                    counter=self._counter,
-                )
-        self.refresh_aggregates(experiment_id, only_if_stale=True)
-        with self.engine.connect() as connection:
+        def page(connection: Connection, info: ExperimentInfo) -> SearchPage:
             return search_experiment(
                 connection,
                 info,
@@ -642,6 +628,14 @@ class SqlBackend:
                 sort=sort,
                 counter=self._counter,
             )
+
+        with self.engine.connect() as connection:
+            info = self._experiment_info(connection, experiment_id)
+            if aggregates_are_fresh(connection, experiment_id):
+                return page(connection, info)
+        self.refresh_aggregates(experiment_id, only_if_stale=True)
+        with self.engine.connect() as connection:
+            return page(connection, info)
 
     def count_rows(self, experiment_id: str) -> int:
         """How many rows (record x run) of an experiment are stored."""

@@ -317,11 +317,8 @@ def _rows_counted_first(
     """The count and page of a row query on total tokens: the count is one range of
     ``ix_spans_root_tokens``; the page, where matches are dense, walks the rows in page
     order as other row queries do, and where they are sparse sorts the few matches that
-    the token index finds. ``read``: the rows a walk in page order steps through at most.
-
-    Matches are dense when there are at least ``enough`` of them. A probe counts up to
-    that many (1,000 for a first page of 100,000 rows): fewer, and the probe's count is
-    the total; as many, and the full count runs beside the page."""
+    the token index finds (``_dense`` tells which, and counts). ``read``: the rows a walk
+    in page order steps through at most."""
     matches = select(spans.c.span_id).where(*scope, condition)
     dense, total = _dense(connection, matches, read, limit, offset, counter)
     if not dense and settled(total) <= offset:
