@@ -29,9 +29,9 @@ from sqlalchemy import Engine, event, text
 
 from assay import LLMObs
 from assay.store.sql.backend import SqlBackend
-from assay.store.sql.side_count import SideCounter
 from assay.store.sql.browse import experiment_totals
 from assay.store.sql.ingest.write import stored_roots
+from assay.store.sql.side_count import SideCounter
 from assay.store.sql.summary_figures import summary_figures
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
