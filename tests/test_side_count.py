@@ -109,3 +109,32 @@ def test_an_in_memory_store_counts_inline() -> None:
     finally:
         counter.close()
         backend.close()
+
+
+def test_a_forked_child_counts_on_threads_of_its_own(llmobs: type[LLMObs], experiment: Any) -> None:
+    """A child forked after the parent's counts started has the parent's executor but not
+    its threads: a count submitted to it would never start. The child makes its own."""
+    import multiprocessing
+
+    backend = llmobs._backend
+    assert isinstance(backend, SqlBackend)
+    if backend.engine.dialect.name != "sqlite":
+        pytest.skip("forking a process with open PostgreSQL connections shares their sockets")
+    backend._counter.threads = 2
+    query = QUERIES[0]
+    wanted = experiment.search(query).total  # the parent's threads and engine exist now
+    assert backend._counter._executor is not None
+
+    def child(results: Any) -> None:
+        results.put(experiment.search(query).total)
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    process = context.Process(target=child, args=(results,), daemon=True)
+    process.start()
+    process.join(timeout=60)
+    if process.exitcode is None:
+        process.kill()  # it hangs: the count it waits for was never started
+    assert process.exitcode == 0, "the child's search did not finish"
+    assert results.get(timeout=5) == wanted
+    assert experiment.search(query).total == wanted  # the parent's counts still run

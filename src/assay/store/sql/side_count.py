@@ -46,16 +46,16 @@ class SideCounter:
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
         self._closed = False
 
     def count(self, connection: Connection, statement: Any) -> Total:
         """``statement``'s one number: being counted beside (a ``Future``), or counted on
         ``connection`` where no second connection can see the same data."""
-        executor = self._open(connection)
-        if executor is None:
+        opened = self._open(connection)
+        if opened is None:
             return int(connection.execute(statement).scalar_one())
-        engine = self._engine
-        assert engine is not None
+        executor, engine = opened
         started = threading.Event()
 
         def count() -> int:
@@ -69,9 +69,10 @@ class SideCounter:
         started.wait()
         return future
 
-    def _open(self, connection: Connection) -> ThreadPoolExecutor | None:
-        if self._executor is not None:
-            return self._executor
+    def _open(self, connection: Connection) -> tuple[ThreadPoolExecutor, Engine] | None:
+        executor, engine = self._executor, self._engine
+        if executor is not None and engine is not None and self._pid == os.getpid():
+            return executor, engine
         shared = connection.dialect.name == "sqlite" and (connection.engine.url.database or "") in (
             "",
             ":memory:",
@@ -81,11 +82,19 @@ class SideCounter:
         with self._lock:
             if self._closed:
                 return None
-            if self._executor is None:
+            if self._executor is not None and self._pid != os.getpid():
+                # A forked child has the parent's executor but none of its threads: a
+                # count submitted there would never start. Its connections stay open
+                # for the parent (closing them here would close the parent's).
+                assert self._engine is not None
+                self._engine.dispose(close=False)
+                self._executor = self._engine = None
+            if self._executor is None or self._engine is None:
+                self._pid = os.getpid()
                 url = connection.engine.url.render_as_string(hide_password=False)
                 self._engine = open_engine(url)
                 self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="assay-count")
-            return self._executor
+            return self._executor, self._engine
 
     def close(self) -> None:
         with self._lock:
