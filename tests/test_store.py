@@ -201,3 +201,14 @@ def test_bad_store_urls_are_clear_errors(url: str, message: str) -> None:
 
     with pytest.raises(StoreError, match=message):
         SqlBackend(url)
+
+
+def test_every_in_memory_store_is_migrated() -> None:
+    """``sqlite://`` names a new, empty database each time it is opened: the second one
+    opened in a process must get its tables too (it was taken for migrated already)."""
+    for _ in range(2):
+        backend = SqlBackend("sqlite://")
+        try:
+            assert backend.list_experiments() == []
+        finally:
+            backend.close()

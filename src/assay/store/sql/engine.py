@@ -144,7 +144,9 @@ def _upgrade(engine: Engine) -> None:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (checked once per engine URL per process)."""
     key = engine.url.render_as_string(hide_password=False)
-    if key in _migrated and not key.endswith(":memory:"):
+    # Each in-memory database (``sqlite://``, ``sqlite:///:memory:``) starts empty.
+    in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    if key in _migrated and not in_memory:
         return
     with _migrate_lock:
         try:
