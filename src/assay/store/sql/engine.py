@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -21,6 +21,12 @@ HEAD_REVISION = "0014"
 lets an up-to-date store open without importing Alembic at all."""
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+
+
+def in_memory(url: URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database: one connection holds it, and each
+    one opened (``sqlite://``, ``sqlite:///:memory:``) starts empty."""
+    return url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -50,8 +56,8 @@ def open_engine(url: str) -> Engine:
         ) from error
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        in_memory = database in ("", ":memory:")
-        if not in_memory:
+        memory = in_memory(parsed)
+        if not memory:
             try:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -63,7 +69,7 @@ def open_engine(url: str) -> Engine:
             url,
             connect_args={"check_same_thread": False},
             # One shared connection is the only way an in-memory database outlives a call.
-            poolclass=StaticPool if in_memory else None,
+            poolclass=StaticPool if memory else None,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -109,7 +115,7 @@ def _exclusive_migration(engine: Engine) -> Iterator[None]:
     database; PostgreSQL an advisory lock held for the migration's transaction.
     """
     database = engine.url.database or ""
-    if engine.dialect.name == "sqlite" and database not in ("", ":memory:"):
+    if engine.dialect.name == "sqlite" and not in_memory(engine.url):
         import fcntl
 
         with open(f"{Path(database).expanduser()}.migrate-lock", "a") as lock:
@@ -144,9 +150,7 @@ def _upgrade(engine: Engine) -> None:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (checked once per engine URL per process)."""
     key = engine.url.render_as_string(hide_password=False)
-    # Each in-memory database (``sqlite://``, ``sqlite:///:memory:``) starts empty.
-    in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
-    if key in _migrated and not in_memory:
+    if key in _migrated and not in_memory(engine.url):
         return
     with _migrate_lock:
         try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from assay.store.sql.engine import open_engine
+from assay.store.sql.engine import in_memory, open_engine
 
 Total = int | Future[int]
 """A search's total: counted, or being counted beside the page."""
@@ -63,7 +63,10 @@ class SideCounter:
             with engine.connect() as own:
                 return int(own.execute(statement).scalar_one())
 
-        future = executor.submit(count)
+        try:
+            future = executor.submit(count)
+        except RuntimeError:  # closed meanwhile (``close``): count here, as once closed
+            return int(connection.execute(statement).scalar_one())
         # Until the thread has started, this one holds the GIL for its Python work and the
         # count would wait up to the interpreter's switch interval (5 ms) to begin.
         started.wait()
@@ -73,11 +76,7 @@ class SideCounter:
         executor, engine = self._executor, self._engine
         if executor is not None and engine is not None and self._pid == os.getpid():
             return executor, engine
-        shared = connection.dialect.name == "sqlite" and (connection.engine.url.database or "") in (
-            "",
-            ":memory:",
-        )
-        if self.threads < 2 or shared:
+        if self.threads < 2 or in_memory(connection.engine.url):
             return None
         with self._lock:
             if self._closed:
