@@ -204,6 +204,10 @@ def _count(connection: Connection, statement: Any, counter: SideCounter | None) 
     return counter.count(connection, statement)
 
 
+def _counting(matches: Any) -> Any:
+    return select(func.count()).select_from(matches.subquery())
+
+
 def _dense(
     connection: Connection,
     matches: Any,
@@ -222,16 +226,15 @@ def _dense(
     fewer, and its count is the total; as many, and the full count runs beside the page
     (``counter``). Without ``probe`` (where finding the first matches costs as much as
     finding them all), or for a page too deep to probe, the count comes first."""
-    counting = select(func.count()).select_from(matches.subquery())
     needed = (offset + limit) * read / _WALK_ROWS if _WALK_ROWS else math.inf
     if probe and needed <= _PROBE_ROWS:
         enough = max(1, math.ceil(needed))
         found = select(func.count()).select_from(matches.limit(enough).subquery())
         first = int(connection.execute(found).scalar_one())
         if first < enough:
-            return False, first
-        return True, _count(connection, counting, counter)
-    total = int(connection.execute(counting).scalar_one())
+            return False, first  # sparse, and counted: the full count is never built
+        return True, _count(connection, _counting(matches), counter)
+    total = int(connection.execute(_counting(matches)).scalar_one())
     return total > 0 and (offset + limit) * read / total <= _WALK_ROWS, total
 
 
