@@ -91,7 +91,7 @@ def _postgresql_scans(node: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
 def _bitmap_table(node: dict[str, Any]) -> str:
     # A bitmap index scan names its index only; the index names say their table.
     name = str(node["Index Name"])
-    for table in ("record_aggregates", "spans", "evaluations"):
+    for table in ("record_aggregates", "run_token_counts", "spans", "evaluations"):
         if table in name:
             return table
     return name
@@ -272,30 +272,45 @@ def test_a_multi_run_search_reads_the_aggregate_indexes(store: tuple[SqlBackend,
     assert "evaluations" not in plan.tables, plan.scans
 
 
-def test_a_row_level_count_reads_the_token_index_and_its_page_the_row_order(
-    store: tuple[SqlBackend, str],
+@pytest.mark.parametrize("by_value", [True, False], ids=["token-counts", "walk"])
+def test_a_row_level_count_reads_the_token_counts_or_index_and_its_page_the_row_order(
+    store: tuple[SqlBackend, str], by_value: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The count of ``run_iteration:1 @trace.total_tokens:>1000`` is one range of the
-    narrow token index; the page walks the row-order index in page order (on SQLite,
-    whose planner would otherwise take the token index and sort every match)."""
+    """The count of ``run_iteration:1 @trace.total_tokens:>1000`` reads the run's counts
+    of rows by token count (a range of ``run_token_counts``' key), never a row; where those
+    do not include every row stored, it is one range of the narrow token index. The page
+    walks the row-order index in page order (on SQLite, whose planner would otherwise take
+    the token index and sort every match)."""
+    from assay.store.sql import search
+
+    if not by_value:
+        monkeypatch.setattr(search, "count_by_tokens", lambda *arguments: None)
     backend, experiment_id = store
     plan = plan_of(backend, lambda: backend.search(experiment_id, ROW_LEVEL, limit=50))
     page = backend.search(experiment_id, ROW_LEVEL, limit=50)
     assert page.total > 50  # so the count ran, and was explained too
     assert plan.full_scans(BIG_TABLES) == {}
-    counts = [(sql, scans) for sql, scans in plan.statements if "count(" in sql.lower()]
-    # The probe (are there enough matches to walk the page order?) counts at most a few.
-    [probe] = [scans for sql, scans in counts if "LIMIT" in sql]
-    [(count_sql, count)] = [(sql, scans) for sql, scans in counts if "LIMIT" not in sql]
+    sqlite = backend.engine.dialect.name == "sqlite"
     [walk] = [
         scans
         for sql, scans in plan.statements
         if "LIMIT" in sql and "span_id IN" not in sql and "count(" not in sql.lower()
     ]
-    if backend.engine.dialect.name == "sqlite":
+    if sqlite:
+        assert walk == {("spans", "ix_spans_root_order")}, plan.statements
+    if by_value:
+        [counted] = [scans for sql, scans in plan.statements if "run_token_counts" in sql]
+        by_key = "primary key" if sqlite else "pk_run_token_counts"
+        assert ("run_token_counts", by_key) in counted, counted
+        assert not {table for table, _ in counted} & set(BIG_TABLES), counted
+        return
+    counts = [(sql, scans) for sql, scans in plan.statements if "count(" in sql.lower()]
+    # The probe (are there enough matches to walk the page order?) counts at most a few.
+    [probe] = [scans for sql, scans in counts if "LIMIT" in sql]
+    [(count_sql, count)] = [(sql, scans) for sql, scans in counts if "LIMIT" not in sql]
+    if sqlite:
         # The probe also scans its own few rows (``anon_1``) to count them.
         assert probe - {("anon_1", None)} == count == {("spans", "ix_spans_root_tokens")}
-        assert walk == {("spans", "ix_spans_root_order")}, plan.statements
     else:
         assert {index for _, index in count} & {"ix_spans_root_tokens", "ix_spans_root_order"}
     # The run is tested once: SQLite would test a second copy on every entry it counts.

@@ -144,6 +144,7 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
         record_aggregates,
         record_tallies,
         run_aggregates,
+        run_token_counts,
     )
 
     def rounded(value: float | None) -> float | None:
@@ -186,7 +187,13 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
                 aggregate_state.c.experiment_id == experiment_id
             )
         ).scalar_one()
-    return aggregates, facets, records, per_run, counted
+        tokens = sorted(
+            (row.facet, row.run_iteration, row.tokens, row.n)
+            for row in connection.execute(
+                select(run_token_counts).where(run_token_counts.c.experiment_id == experiment_id)
+            )
+        )
+    return aggregates, facets, records, per_run, counted, tokens
 
 
 def _rebuilt_state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
@@ -423,3 +430,137 @@ def test_large_scores_refresh_like_a_rebuild(llmobs: type[LLMObs]) -> None:
     _refreshed_like_a_rebuild(backend, info.id)
     found = backend.search(info.id, "@multi_run_avg.@evaluations.custom.latency:>1e15")
     assert found.total == 6
+
+
+TOKEN_QUERIES = [
+    "@trace.total_tokens:>500",
+    "-@trace.total_tokens:>500",
+    "@trace.total_tokens:*",
+    "-@trace.total_tokens:*",
+    "@trace.total_tokens:[100 TO 400]",
+    "@trace.total_tokens:300",
+    "@trace.input_tokens:<50 OR @trace.input_tokens:>=400",
+    "-@trace.output_tokens:7",
+    "run_iteration:2 @trace.total_tokens:<=450",
+    "run_iteration:1 -@trace.input_tokens:[10 TO 200]",
+]
+
+
+def _token_rows(info: Any, ids: list[str], runs: range, rng: random.Random) -> list[Any]:
+    """Rows whose tokens repeat (few distinct counts) and are sometimes missing."""
+    from assay.store.records import TraceRollup
+
+    rows = []
+    for run in runs:
+        for i, record_id in enumerate(ids):
+            row = _row(info, record_id, i, run, rng)
+            given = rng.random() < 0.8
+            inputs = rng.choice(range(0, 500, 25)) if given else None
+            rollup = TraceRollup(
+                input_tokens=inputs,
+                output_tokens=rng.choice([None, 7, 8]) if given else None,
+                total_tokens=rng.choice([None, inputs + 300]) if inputs is not None else None,
+            )
+            rows.append(dataclasses.replace(row, rollup=rollup))
+    return rows
+
+
+def _totals_by_tokens_and_by_rows(
+    backend: Any, experiment_id: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], list[int]]:
+    """Each token query's total (of every run, and of runs 1 and 2) counted from the token
+    counts, and counted from the rows."""
+    from assay.store.sql import search
+
+    def totals() -> list[int]:
+        return [
+            backend.search(experiment_id, query, run=run, limit=5).total
+            for query in TOKEN_QUERIES
+            for run in (None, 1, 2)
+        ]
+
+    used: list[int | None] = []
+    count = search.count_by_tokens
+
+    def counting(*arguments: Any) -> int | None:
+        used.append(count(*arguments))
+        return used[-1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(search, "count_by_tokens", counting)
+        by_tokens = totals()
+    # Every query but those naming a run other than run= was counted by token counts.
+    assert sum(found is not None for found in used) == len(used) - 2, used
+    with monkeypatch.context() as patched:
+        patched.setattr(search, "count_by_tokens", lambda *arguments: None)
+        by_rows = totals()
+    return by_tokens, by_rows
+
+
+def test_row_queries_on_tokens_count_by_token_counts_as_by_rows(
+    llmobs: type[LLMObs], monkeypatch: pytest.MonkeyPatch, run_rebuilds: list[str]
+) -> None:
+    """A row query on one token facet is counted from the runs' counts of rows by token
+    count: the same totals as counting the rows, missing tokens and negations included, as
+    rows arrive (added to the counts), and after a late child span's tokens rolled onto
+    an old row (the counts recomputed)."""
+    from assay.store.sql.ingest import IncomingSpan, ingest_spans
+
+    backend, info, ids = _experiment(llmobs, records=40, runs=3)
+    rng = random.Random(17)
+    rows = _token_rows(info, ids, range(1, 4), rng)
+    backend.write_rows(rows[:100])
+    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    assert by_tokens == by_rows
+    # Counted by hand: rows of every run with more than 500 total tokens, and without any.
+    assert by_tokens[0] == sum(
+        1 for row in rows[:100] if row.rollup.total_tokens and row.rollup.total_tokens > 500
+    )
+    assert by_tokens[9] == sum(1 for row in rows[:100] if row.rollup.total_tokens is None)
+    backend.write_rows(rows[100:])  # 10 of 40 records: a refresh adds them
+    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    assert by_tokens == by_rows
+    assert run_rebuilds == [info.id]  # the new rows were added to the counts
+    assert _state(backend, info.id) == _rebuilt_state(backend, info.id)
+    # A late child span of a row without tokens gives it some.
+    bare = next(row for row in rows if row.rollup.total_tokens is None)
+    child = IncomingSpan(
+        span_id="9002",
+        trace_id=bare.trace_id,
+        name="llm call",
+        start_ns=1,
+        duration_ns=5,
+        parent_id=bare.span_id,
+        kind="llm",
+        metrics={"input_tokens": 25, "output_tokens": 7, "total_tokens": 32},
+    )
+    ingest_spans(backend.engine, info.id, [child])
+    before = by_tokens
+    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    assert by_tokens == by_rows != before
+    assert _state(backend, info.id) == _rebuilt_state(backend, info.id)
+
+
+def test_an_upgraded_store_counts_the_tokens_of_rows_already_aggregated(
+    llmobs: type[LLMObs], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0015 fills the token counts of experiments aggregated before it, to the
+    per-run totals' marks, so that searches count by them at once."""
+    from alembic import command
+
+    from assay.store.sql.engine import _alembic_config
+
+    backend, info, ids = _experiment(llmobs, records=30, runs=2)
+    backend.write_rows(_token_rows(info, ids, range(1, 3), random.Random(23)))
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    aggregated = _state(backend, info.id)
+    config = _alembic_config()
+    with backend.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0014")
+    with backend.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    assert _state(backend, info.id) == aggregated
+    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    assert by_tokens == by_rows

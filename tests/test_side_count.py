@@ -17,7 +17,7 @@ from assay.store.sql.side_count import SideCounter, settled
 from assay.store.sql.tables import spans
 
 QUERIES = [
-    "run_iteration:1 @trace.total_tokens:>1000",  # the token index, probed
+    "run_iteration:1 @trace.total_tokens:>1000",  # counted by token counts (see test_record_aggregates)
     "@trace.total_tokens:>1000",
     "run_iteration:2 @evaluations.custom.random_evaluator:>0.5",  # one range, probed
     "@evaluations.custom.random_evaluator:>0.5 -@evaluations.custom.exact_match:true",
@@ -43,9 +43,16 @@ def experiment(llmobs: type[LLMObs]) -> Any:
     return pulled_experiment(backend, backend.get_experiment(info.id))
 
 
+@pytest.mark.parametrize("token_counts", [True, False], ids=["token-counts", "walk"])
 def test_totals_beside_the_page_equal_totals_counted_inline(
-    llmobs: type[LLMObs], experiment: Any
+    llmobs: type[LLMObs], experiment: Any, token_counts: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Token queries are counted from the runs' token counts; where those are behind
+    (``walk``), from the token index, beside the page."""
+    from assay.store.sql import search
+
+    if not token_counts:
+        monkeypatch.setattr(search, "count_by_tokens", lambda *arguments: None)
     backend = llmobs._backend
     assert isinstance(backend, SqlBackend)
     side = SideCounter(threads=2)  # beside, whatever this machine's cores
@@ -124,7 +131,7 @@ def test_a_forked_child_counts_on_threads_of_its_own(llmobs: type[LLMObs], exper
     if backend.engine.dialect.name != "sqlite":
         pytest.skip("forking a process with open PostgreSQL connections shares their sockets")
     backend._counter.threads = 2
-    query = QUERIES[0]
+    query = QUERIES[2]
     wanted = experiment.search(query).total  # the parent's threads and engine exist now
     assert backend._counter._executor is not None
 

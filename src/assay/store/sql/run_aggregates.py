@@ -12,6 +12,9 @@ for an evaluation label's categorical values, one row per value with its count:
   1/0), ``booleans`` and ``trues`` among the numbers, and the numbers' ``total``,
   ``low`` and ``high``.
 
+The counts of rows by token count (``run_token_counts``, ``token_counts.py``) are kept
+with them, to the same marks, and rebuilt with them.
+
 **Kept exact by adding only.** Rows are never deleted and an evaluation is only ever
 deleted to be replaced, so a refresh adds the rows and evaluations past the last marks
 (``aggregate_state``) to the totals: sums, counts, least and greatest all grow by addition.
@@ -54,6 +57,7 @@ from assay.store.sql.tables import (
     run_aggregates,
     spans,
 )
+from assay.store.sql.token_counts import add_token_counts, rebuild_token_counts
 
 __all__ = [
     "RunTotals",
@@ -238,6 +242,9 @@ def rebuild_run_aggregates(connection: Connection, experiment_id: str, *, upto: 
         delete(run_aggregates).where(run_aggregates.c.experiment_id == experiment_id)
     )
     _insert(connection, experiment_id, _contributions(connection, experiment_id, None, upto))
+    rebuild_token_counts(
+        connection, experiment_id, _between(connection, spans, experiment_id, None, upto)
+    )
     _save_marks(connection, experiment_id, upto)
 
 
@@ -283,6 +290,9 @@ def update_run_aggregates(
             merged.setdefault(key, RunTotals()).add(totals)
         connection.execute(delete(run_aggregates).where(touched))
         _insert(connection, experiment_id, merged)
+    add_token_counts(
+        connection, experiment_id, _between(connection, spans, experiment_id, after, upto)
+    )
     _save_marks(connection, experiment_id, upto)
 
 

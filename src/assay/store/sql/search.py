@@ -31,10 +31,10 @@ from assay.store.sql.tables import (
     experiment_facets,
     experiments,
     record_aggregates,
-    run_aggregate_state,
     run_aggregates,
     spans,
 )
+from assay.store.sql.token_counts import count_by_tokens, current_conditions
 from assay.store.sql.values import VALUE_COLUMNS, value_of
 
 ROW_SORTS = {
@@ -170,10 +170,14 @@ def _search_rows(
         )
     else:
         condition = compiler.rows(rest) if rest is not None else true()
+        # A condition on one token column is counted from the runs' counts by value.
+        counted = None if rest is None else count_by_tokens(connection, info.id, condition, within)
         if _reads_tokens(condition):
             matching, total = _rows_counted_first(
-                connection, condition, scope, order, read, limit, offset, sort, counter
+                connection, condition, scope, order, read, limit, offset, sort, counter, counted
             )
+        elif counted is not None:
+            matching, total = _page(connection, scope, condition, order, limit, offset), counted
         else:
             # The page and the count are two queries: the root-span index gives rows in
             # page order (the page stops after `limit`) and holds the trace metrics (the
@@ -235,24 +239,23 @@ def _dense(
             return False, first  # sparse, and counted: the full count is never built
         return True, _count(connection, _counting(matches), counter)
     total = int(connection.execute(_counting(matches)).scalar_one())
-    return total > 0 and (offset + limit) * read / total <= _WALK_ROWS, total
+    return _walk_finds(total, read, limit, offset), total
 
 
-# The rows of one run as the per-run totals count them, when those cover every row stored:
-# the refresh's row count is the writers' counter, and the totals were brought up to the
-# same rows as the record aggregates (their marks agree; rows reopened lower the record
-# aggregates' marks). Else no row, and the run's index range is counted.
+def _walk_finds(total: int, read: float, limit: int, offset: int) -> bool:
+    """Whether ``total`` matches among ``read`` rows are dense enough for a walk in page
+    order to find the page within ``_WALK_ROWS`` rows."""
+    return total > 0 and (offset + limit) * read / total <= _WALK_ROWS
+
+
+# The rows of one run as the per-run totals count them, when those cover every row stored
+# (``current_conditions``). Else no row, and the run's index range is counted.
 _RUN_ROWS = select(func.sum(run_aggregates.c.n)).where(
     run_aggregates.c.experiment_id == bindparam("experiment_id"),
     run_aggregates.c.run_iteration == bindparam("run"),
     run_aggregates.c.facet == "status",
     run_aggregates.c.value.is_(None),
-    aggregate_state.c.experiment_id == run_aggregates.c.experiment_id,
-    experiments.c.id == run_aggregates.c.experiment_id,
-    run_aggregate_state.c.experiment_id == run_aggregates.c.experiment_id,
-    aggregate_state.c.rows == experiments.c.row_count,
-    run_aggregate_state.c.row_mark == aggregate_state.c.row_mark,
-    run_aggregate_state.c.evaluation_mark == aggregate_state.c.evaluation_mark,
+    *current_conditions(run_aggregates.c.experiment_id),
 )
 
 
@@ -316,14 +319,19 @@ def _rows_counted_first(
     offset: int,
     sort: str | None,
     counter: SideCounter | None,
+    counted: int | None,
 ) -> tuple[list[str], Total]:
-    """The count and page of a row query on total tokens: the count is one range of
-    ``ix_spans_root_tokens``; the page, where matches are dense, walks the rows in page
-    order as other row queries do, and where they are sparse sorts the few matches that
-    the token index finds (``_dense`` tells which, and counts). ``read``: the rows a walk
-    in page order steps through at most."""
+    """The count and page of a row query on total tokens: the count is ``counted`` (from
+    the runs' token counts) or else one range of ``ix_spans_root_tokens``; the page, where
+    matches are dense, walks the rows in page order as other row queries do, and where
+    they are sparse sorts the few matches that the token index finds (``_dense`` tells
+    which, and counts). ``read``: the rows a walk in page order steps through at most."""
     matches = select(spans.c.span_id).where(*scope, condition)
-    dense, total = _dense(connection, matches, read, limit, offset, counter)
+    total: Total
+    if counted is None:
+        dense, total = _dense(connection, matches, read, limit, offset, counter)
+    else:
+        dense, total = _walk_finds(counted, read, limit, offset), counted
     if not dense and settled(total) <= offset:
         return [], total
     if dense and not sort and connection.dialect.name == "sqlite":

@@ -355,6 +355,23 @@ record_tallies = Table(
     Index("ix_record_tallies_facet", "experiment_id", "facet"),
 )
 
+# Per run and token column (``total_tokens``, ``input_tokens``, ``output_tokens``), how many
+# of the run's rows report each token count: a row query on one token facet is counted from
+# these (one entry per distinct count) instead of one index entry per row
+# (``token_counts.py``). Kept with ``run_aggregates``, to the same marks. Rows without the
+# metric have no entry. SQLite stores the table in its primary key (``WITHOUT ROWID``), so
+# that a range of counts is read from the key alone.
+run_token_counts = Table(
+    "run_token_counts",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), primary_key=True),
+    Column("facet", String(24), primary_key=True),
+    Column("run_iteration", Integer, primary_key=True),
+    Column("tokens", BigInteger, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # The marks ``run_aggregates`` were last brought up to: a refresh that finds
 # ``aggregate_state`` at the same marks adds only what lies past them; else (rows reopened,
 # a rebuild) it recomputes every run (``run_aggregates.py``).
