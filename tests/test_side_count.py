@@ -17,7 +17,7 @@ from assay.store.sql.side_count import SideCounter, settled
 from assay.store.sql.tables import spans
 
 QUERIES = [
-    "run_iteration:1 @trace.total_tokens:>1000",  # counted by token counts (see test_record_aggregates)
+    "run_iteration:1 @trace.total_tokens:>1000",  # by token counts
     "@trace.total_tokens:>1000",
     "run_iteration:2 @evaluations.custom.random_evaluator:>0.5",  # one range, probed
     "@evaluations.custom.random_evaluator:>0.5 -@evaluations.custom.exact_match:true",
