@@ -91,7 +91,13 @@ def _postgresql_scans(node: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
 def _bitmap_table(node: dict[str, Any]) -> str:
     # A bitmap index scan names its index only; the index names say their table.
     name = str(node["Index Name"])
-    for table in ("record_aggregates", "run_token_counts", "spans", "evaluations"):
+    for table in (
+        "record_aggregates",
+        "run_token_counts",
+        "run_score_counts",
+        "spans",
+        "evaluations",
+    ):
         if table in name:
             return table
     return name
@@ -315,6 +321,23 @@ def test_a_row_level_count_reads_the_token_counts_or_index_and_its_page_the_row_
         assert {index for _, index in count} & {"ix_spans_root_tokens", "ix_spans_root_order"}
     # The run is tested once: SQLite would test a second copy on every entry it counts.
     assert count_sql.count("spans.run_iteration") == 1, count_sql
+
+
+def test_a_score_count_reads_the_buckets_and_its_end_buckets_scores(
+    store: tuple[SqlBackend, str],
+) -> None:
+    """The count of ``run_iteration:1 @evaluations.custom.random_evaluator:>0.5`` reads the
+    run's buckets by key, and the scores of the bucket at the range's end from the score
+    index; the label's booleans from theirs."""
+    backend, experiment_id = store
+    query = "run_iteration:1 @evaluations.custom.random_evaluator:>0.5"
+    plan = plan_of(backend, lambda: backend.search(experiment_id, query, limit=50))
+    assert plan.full_scans(BIG_TABLES) == {}
+    [counted] = [scans for sql, scans in plan.statements if "run_score_counts" in sql]
+    sqlite = backend.engine.dialect.name == "sqlite"
+    by_key = "primary key" if sqlite else "pk_run_score_counts"
+    assert ("run_score_counts", by_key) in counted, counted
+    assert {"ix_evaluations_score", "ix_evaluations_boolean"} <= {i for _, i in counted}, counted
 
 
 @pytest.mark.parametrize(

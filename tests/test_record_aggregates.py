@@ -144,6 +144,7 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
         record_aggregates,
         record_tallies,
         run_aggregates,
+        run_score_counts,
         run_token_counts,
     )
 
@@ -193,7 +194,13 @@ def _state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
                 select(run_token_counts).where(run_token_counts.c.experiment_id == experiment_id)
             )
         )
-    return aggregates, facets, records, per_run, counted, tokens
+        scores = sorted(
+            (row.label, row.run_iteration, row.bucket, row.n)
+            for row in connection.execute(
+                select(run_score_counts).where(run_score_counts.c.experiment_id == experiment_id)
+            )
+        )
+    return aggregates, facets, records, per_run, counted, tokens, scores
 
 
 def _rebuilt_state(backend: Any, experiment_id: str) -> tuple[Any, ...]:
@@ -564,3 +571,135 @@ def test_an_upgraded_store_counts_the_tokens_of_rows_already_aggregated(
     assert _state(backend, info.id) == aggregated
     by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
     assert by_tokens == by_rows
+
+
+SCORE_QUERIES = [
+    "@evaluations.custom.closeness:>0.5",
+    "@evaluations.custom.closeness:>=0.5",
+    "@evaluations.custom.closeness:<0.25",
+    "@evaluations.custom.closeness:<=0.25",
+    "@evaluations.custom.closeness:0.5",
+    "@evaluations.custom.closeness:[0.25 TO 0.75]",
+    "@evaluations.custom.closeness:[* TO 0.5]",
+    "@evaluations.custom.closeness:*",
+    "@evaluations.custom.closeness:>-1",
+    "@evaluations.custom.closeness:<1e13",
+    "@evaluations.custom.closeness:>=1e13",
+    "@evaluations.custom.closeness:>=0.0009765625",
+    "@evaluations.custom.closeness:>=1",
+    "run_iteration:2 @evaluations.custom.closeness:>0.001",
+]
+# Scores on and beside bucket bounds (multiples of 1/1024), past the end buckets (4.4e12),
+# negative and zero; booleans count as 1 and 0 in a score label.
+SCORES = [0.5, 0.25, 1 / 1024, 513 / 1024, 0.5 - 1e-12, -0.75, 1e13, -1e13, 0.0, -0.0, 1.0]
+
+
+def _score_rows(info: Any, ids: list[str], runs: range, rng: random.Random) -> list[Any]:
+    from assay.store.records import ErrorInfo, EvaluationRecord
+
+    rows = []
+    for run in runs:
+        for i, record_id in enumerate(ids):
+            row = _row(info, record_id, i, run, rng)
+            draw = rng.random()
+            if draw < 0.1:
+                closeness = EvaluationRecord("closeness", "boolean", rng.random() < 0.5, 0)
+            elif draw < 0.15:
+                broken = ErrorInfo("ValueError", "judge broke", "")
+                closeness = EvaluationRecord("closeness", "categorical", None, 0, error=broken)
+            else:
+                score = rng.choice(SCORES) if draw < 0.6 else rng.random()
+                closeness = EvaluationRecord("closeness", "score", score, 0)
+            rows.append(dataclasses.replace(row, evaluations=[*row.evaluations, closeness]))
+    return rows
+
+
+def _totals_by_buckets_and_by_rows(
+    backend: Any, experiment_id: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], list[int]]:
+    """Each score query's total (of every run, and of runs 1 and 2) counted from the
+    buckets, and counted from the evaluations."""
+    from assay.store.sql import search
+
+    def totals() -> list[int]:
+        return [
+            backend.search(experiment_id, query, run=run, limit=5).total
+            for query in SCORE_QUERIES
+            for run in (None, 1, 2)
+        ]
+
+    used: list[int | None] = []
+    count = search.count_by_scores
+
+    def counting(*arguments: Any) -> int | None:
+        used.append(count(*arguments))
+        return used[-1]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(search, "count_by_scores", counting)
+        by_buckets = totals()
+    # Every query but the one naming a run other than run=1 was counted by buckets.
+    assert sum(found is not None for found in used) == len(used) - 1, used
+    with monkeypatch.context() as patched:
+        patched.setattr(search, "count_by_scores", lambda *arguments: None)
+        by_rows = totals()
+    return by_buckets, by_rows
+
+
+def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
+    llmobs: type[LLMObs], monkeypatch: pytest.MonkeyPatch, run_rebuilds: list[str]
+) -> None:
+    """A row query on one score label is counted from the runs' scores by bucket, its end
+    buckets score by score: the same totals as counting the evaluations, for scores on
+    bucket bounds, past the end buckets, booleans among them and failed evaluations, as
+    rows arrive (added to the buckets) and after a metric was replaced (recounted)."""
+    from assay.store.sql.ingest import IncomingMetric, ingest_metrics
+
+    backend, info, ids = _experiment(llmobs, records=40, runs=3)
+    rows = _score_rows(info, ids, range(1, 4), random.Random(29))
+    backend.write_rows(rows[:100])
+    by_buckets, by_rows = _totals_by_buckets_and_by_rows(backend, info.id, monkeypatch)
+    assert by_buckets == by_rows
+    # Counted by hand: scores over 0.5 in every run, and True booleans (1 > 0.5).
+    over = [
+        row
+        for row in rows[:100]
+        for e in row.evaluations
+        if e.label == "closeness" and e.metric_type in ("score", "boolean") and e.error is None
+        if float(e.value) > 0.5
+    ]
+    assert by_buckets[0] == len(over)
+    backend.write_rows(rows[100:])  # 10 of 40 records: a refresh adds them
+    by_buckets, by_rows = _totals_by_buckets_and_by_rows(backend, info.id, monkeypatch)
+    assert by_buckets == by_rows
+    assert run_rebuilds == [info.id]
+    # The buckets only: the runs' sums of scores of 1e13 and 0.3 depend on the order they
+    # were added in, past the sixth decimal that ``_state`` compares.
+    assert _state(backend, info.id)[-1] == _rebuilt_state(backend, info.id)[-1]
+    # A re-posted metric replaces a score already counted: the refresh recounts.
+    replaced = IncomingMetric(
+        label="closeness",
+        metric_type="score",
+        value=0.9,
+        timestamp_ms=10**13,
+        span_id=rows[0].span_id,
+    )
+    ingest_metrics(backend.engine, info.id, [replaced])
+    by_buckets, by_rows = _totals_by_buckets_and_by_rows(backend, info.id, monkeypatch)
+    assert by_buckets == by_rows
+    assert _state(backend, info.id)[-1] == _rebuilt_state(backend, info.id)[-1]
+
+
+def test_buckets_hold_exactly_the_scores_between_their_bounds() -> None:
+    from assay.store.sql.score_counts import EDGE, SCALE, bucket_of
+
+    rng = random.Random(31)
+    scores = [rng.uniform(-3, 3) for _ in range(2000)] + [k / SCALE for k in range(-50, 50)]
+    scores += [5e12, -5e12, 1e300, -1e300, float("inf"), -float("inf"), 0.0, -0.0, 2.5e-320]
+    for score in scores:
+        bucket = bucket_of(score)
+        assert -EDGE <= bucket <= EDGE
+        assert bucket == -EDGE or bucket / SCALE <= score
+        assert bucket == EDGE or score < (bucket + 1) / SCALE
+    assert bucket_of(float("nan")) == EDGE
+    assert [bucket_of(s) for s in (0.5, 0.5 - 1e-12, 1 / SCALE, 1e13)] == [512, 511, 1, EDGE]

@@ -19,7 +19,7 @@ from assay.store.sql.tables import spans
 QUERIES = [
     "run_iteration:1 @trace.total_tokens:>1000",  # by token counts
     "@trace.total_tokens:>1000",
-    "run_iteration:2 @evaluations.custom.random_evaluator:>0.5",  # one range, probed
+    "run_iteration:2 @evaluations.custom.random_evaluator:>0.5",  # by buckets
     "@evaluations.custom.random_evaluator:>0.5 -@evaluations.custom.exact_match:true",
     "@status:ok",  # the page first, then the count
 ]
@@ -43,16 +43,17 @@ def experiment(llmobs: type[LLMObs]) -> Any:
     return pulled_experiment(backend, backend.get_experiment(info.id))
 
 
-@pytest.mark.parametrize("token_counts", [True, False], ids=["token-counts", "walk"])
+@pytest.mark.parametrize("value_counts", [True, False], ids=["value-counts", "walk"])
 def test_totals_beside_the_page_equal_totals_counted_inline(
-    llmobs: type[LLMObs], experiment: Any, token_counts: bool, monkeypatch: pytest.MonkeyPatch
+    llmobs: type[LLMObs], experiment: Any, value_counts: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Token queries are counted from the runs' token counts; where those are behind
-    (``walk``), from the token index, beside the page."""
+    """Token and score queries are counted from the runs' counts by value and by bucket;
+    where those are behind (``walk``), from their indexes, beside the page."""
     from assay.store.sql import search
 
-    if not token_counts:
+    if not value_counts:
         monkeypatch.setattr(search, "count_by_tokens", lambda *arguments: None)
+        monkeypatch.setattr(search, "count_by_scores", lambda *arguments: None)
     backend = llmobs._backend
     assert isinstance(backend, SqlBackend)
     side = SideCounter(threads=2)  # beside, whatever this machine's cores
@@ -131,7 +132,7 @@ def test_a_forked_child_counts_on_threads_of_its_own(llmobs: type[LLMObs], exper
     if backend.engine.dialect.name != "sqlite":
         pytest.skip("forking a process with open PostgreSQL connections shares their sockets")
     backend._counter.threads = 2
-    query = QUERIES[2]
+    query = QUERIES[4]
     wanted = experiment.search(query).total  # the parent's threads and engine exist now
     assert backend._counter._executor is not None
 

@@ -12,8 +12,9 @@ for an evaluation label's categorical values, one row per value with its count:
   1/0), ``booleans`` and ``trues`` among the numbers, and the numbers' ``total``,
   ``low`` and ``high``.
 
-The counts of rows by token count (``run_token_counts``, ``token_counts.py``) are kept
-with them, to the same marks, and rebuilt with them.
+The counts of rows by token count (``run_token_counts``, ``token_counts.py``) and of
+scores by bucket (``run_score_counts``, ``score_counts.py``) are kept with them, to the
+same marks, and rebuilt with them.
 
 **Kept exact by adding only.** Rows are never deleted and an evaluation is only ever
 deleted to be replaced, so a refresh adds the rows and evaluations past the last marks
@@ -51,6 +52,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from assay.store.sql.score_counts import add_score_counts, rebuild_score_counts
 from assay.store.sql.tables import (
     evaluations,
     run_aggregate_state,
@@ -245,6 +247,9 @@ def rebuild_run_aggregates(connection: Connection, experiment_id: str, *, upto: 
     rebuild_token_counts(
         connection, experiment_id, _between(connection, spans, experiment_id, None, upto)
     )
+    rebuild_score_counts(
+        connection, experiment_id, _between(connection, evaluations, experiment_id, None, upto)
+    )
     _save_marks(connection, experiment_id, upto)
 
 
@@ -292,6 +297,9 @@ def update_run_aggregates(
         _insert(connection, experiment_id, merged)
     add_token_counts(
         connection, experiment_id, _between(connection, spans, experiment_id, after, upto)
+    )
+    add_score_counts(
+        connection, experiment_id, _between(connection, evaluations, experiment_id, after, upto)
     )
     _save_marks(connection, experiment_id, upto)
 

@@ -23,6 +23,7 @@ from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
 from assay.store.sql.bulk import chunks
 from assay.store.sql.query_shape import has_evaluation_terms, required_run, without_run
+from assay.store.sql.score_counts import count_by_scores
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.side_count import SideCounter, Total, settled
 from assay.store.sql.tables import (
@@ -457,8 +458,14 @@ def _rows_by_set(
     ``EXCEPT``) is counted first: its first matches cost as much as all of them.
     """
     matches = compiler.row_set(node, scope, within)
-    compound = isinstance(matches, CompoundSelect)
-    dense, total = _dense(connection, matches, read, limit, offset, counter, probe=not compound)
+    # One score label's range is counted from the runs' scores by bucket.
+    counted = count_by_scores(connection, compiler, compiler.experiment_id, rest, within)
+    total: Total
+    if counted is not None:
+        dense, total = _walk_finds(counted, read, limit, offset), counted
+    else:
+        compound = isinstance(matches, CompoundSelect)
+        dense, total = _dense(connection, matches, read, limit, offset, counter, probe=not compound)
     if not dense and settled(total) <= offset:
         return [], total
     if dense:

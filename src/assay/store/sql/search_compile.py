@@ -307,6 +307,12 @@ class QueryCompiler:
             return select(nested.c.span_id)
         return found
 
+    def score_parts(self, facet: EvaluationFacet, node: Any, run: int | None) -> tuple[Any, Any]:
+        """A score label's set (``facet.metric_type`` "score") in its two parts: the spans
+        whose score matches, and those whose boolean, as 1 or 0, does."""
+        scores, booleans = self._evaluation_set(facet, node, run).selects
+        return scores, booleans
+
     def _evaluation_set(
         self, facet: EvaluationFacet, node: Any, run: int | None, *, probe: bool = False
     ) -> Any:

@@ -372,6 +372,21 @@ run_token_counts = Table(
     sqlite_with_rowid=False,
 )
 
+# Per label and run, how many usable scores fall in each bucket of width 1/1024 (the
+# extreme ones clamped into two end buckets): a row query on one score label is counted
+# from the buckets its range covers, and only the two at its ends are counted value by
+# value (``score_counts.py``). Kept with ``run_aggregates``, to the same marks.
+run_score_counts = Table(
+    "run_score_counts",
+    metadata,
+    Column("experiment_id", String(36), ForeignKey("experiments.id"), primary_key=True),
+    Column("label", String(200), primary_key=True),
+    Column("run_iteration", Integer, primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # The marks ``run_aggregates`` were last brought up to: a refresh that finds
 # ``aggregate_state`` at the same marks adds only what lies past them; else (rows reopened,
 # a rebuild) it recomputes every run (``run_aggregates.py``).

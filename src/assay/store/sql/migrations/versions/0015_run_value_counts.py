@@ -1,10 +1,14 @@
-"""Per-run counts of rows by token count, for counting row queries on a token facet
+"""Per-run counts of rows by token count and of scores by bucket, for counting row
+queries on a token facet or a score label
 
 Revision ID: 0015
 Revises: 0014
 """
 
 from __future__ import annotations
+
+import math
+from collections import Counter
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,6 +20,15 @@ depends_on = None
 
 # Copied, not imported: a migration keeps the schema of its day.
 _TOKEN_COLUMNS = ("total_tokens", "input_tokens", "output_tokens")
+_SCALE = 1024
+_EDGE = 2**52
+
+
+def _bucket(score: float) -> int:
+    if math.isnan(score):
+        return _EDGE
+    scaled = score * _SCALE
+    return _EDGE if scaled >= _EDGE else -_EDGE if scaled <= -_EDGE else math.floor(scaled)
 
 
 def upgrade() -> None:
@@ -80,6 +93,68 @@ def upgrade() -> None:
             )
         )
 
+    scores = op.create_table(
+        "run_score_counts",
+        sa.Column("experiment_id", sa.String(length=36), nullable=False),
+        sa.Column("label", sa.String(length=200), nullable=False),
+        sa.Column("run_iteration", sa.Integer(), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["experiment_id"],
+            ["experiments.id"],
+            name=op.f("fk_run_score_counts_experiment_id_experiments"),
+        ),
+        sa.PrimaryKeyConstraint(
+            "experiment_id", "label", "run_iteration", "bucket", name=op.f("pk_run_score_counts")
+        ),
+        sqlite_with_rowid=False,
+    )
+    evaluations = sa.table(
+        "evaluations",
+        sa.column("pk", sa.BigInteger()),
+        sa.column("experiment_id", sa.String()),
+        sa.column("label", sa.String()),
+        sa.column("run_iteration", sa.Integer()),
+        sa.column("score_value", sa.Float()),
+        sa.column("error_type", sa.String()),
+    )
+    built_evaluations = sa.table(
+        "run_aggregate_state",
+        sa.column("experiment_id", sa.String()),
+        sa.column("evaluation_mark", sa.BigInteger()),
+    )
+    counted: Counter[tuple[str, str, int, int]] = Counter()
+    for experiment_id, label, run, score in op.get_bind().execute(
+        sa.select(
+            evaluations.c.experiment_id,
+            evaluations.c.label,
+            evaluations.c.run_iteration,
+            evaluations.c.score_value,
+        )
+        .select_from(
+            evaluations.join(
+                built_evaluations,
+                built_evaluations.c.experiment_id == evaluations.c.experiment_id,
+            )
+        )
+        .where(
+            evaluations.c.pk <= built_evaluations.c.evaluation_mark,
+            evaluations.c.score_value.is_not(None),
+            evaluations.c.error_type.is_(None),
+        )
+    ):
+        counted[(experiment_id, label, int(run), _bucket(float(score)))] += 1
+    if counted:
+        op.bulk_insert(
+            scores,
+            [
+                {"experiment_id": e, "label": label, "run_iteration": run, "bucket": b, "n": n}
+                for (e, label, run, b), n in sorted(counted.items())
+            ],
+        )
+
 
 def downgrade() -> None:
+    op.drop_table("run_score_counts")
     op.drop_table("run_token_counts")
