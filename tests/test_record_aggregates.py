@@ -472,36 +472,41 @@ def _token_rows(info: Any, ids: list[str], runs: range, rng: random.Random) -> l
     return rows
 
 
-def _totals_by_tokens_and_by_rows(
-    backend: Any, experiment_id: str, monkeypatch: pytest.MonkeyPatch
+def _totals_counted_both_ways(
+    backend: Any,
+    experiment_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    counting: str,
+    queries: list[str],
 ) -> tuple[list[int], list[int]]:
-    """Each token query's total (of every run, and of runs 1 and 2) counted from the token
-    counts, and counted from the rows."""
+    """Each query's total (of every run, and of runs 1 and 2) counted by ``search``'s
+    ``counting`` (``count_by_tokens``, ``count_by_scores``), and counted from the rows.
+    Every query is counted that way but those that name a run other than run=."""
     from assay.store.sql import search
 
     def totals() -> list[int]:
         return [
             backend.search(experiment_id, query, run=run, limit=5).total
-            for query in TOKEN_QUERIES
+            for query in queries
             for run in (None, 1, 2)
         ]
 
     used: list[int | None] = []
-    count = search.count_by_tokens
+    count = getattr(search, counting)
 
-    def counting(*arguments: Any) -> int | None:
+    def counted(*arguments: Any) -> int | None:
         used.append(count(*arguments))
         return used[-1]
 
     with monkeypatch.context() as patched:
-        patched.setattr(search, "count_by_tokens", counting)
-        by_tokens = totals()
-    # Every query but those naming a run other than run= was counted by token counts.
-    assert sum(found is not None for found in used) == len(used) - 2, used
+        patched.setattr(search, counting, counted)
+        by_counts = totals()
+    runs_named = sum(query.startswith("run_iteration:") for query in queries)
+    assert sum(found is not None for found in used) == len(used) - runs_named, used
     with monkeypatch.context() as patched:
-        patched.setattr(search, "count_by_tokens", lambda *arguments: None)
+        patched.setattr(search, counting, lambda *arguments: None)
         by_rows = totals()
-    return by_tokens, by_rows
+    return by_counts, by_rows
 
 
 def test_row_queries_on_tokens_count_by_token_counts_as_by_rows(
@@ -517,7 +522,9 @@ def test_row_queries_on_tokens_count_by_token_counts_as_by_rows(
     rng = random.Random(17)
     rows = _token_rows(info, ids, range(1, 4), rng)
     backend.write_rows(rows[:100])
-    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    by_tokens, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_tokens", TOKEN_QUERIES
+    )
     assert by_tokens == by_rows
     # Counted by hand: rows of every run with more than 500 total tokens, and without any.
     assert by_tokens[0] == sum(
@@ -525,7 +532,9 @@ def test_row_queries_on_tokens_count_by_token_counts_as_by_rows(
     )
     assert by_tokens[9] == sum(1 for row in rows[:100] if row.rollup.total_tokens is None)
     backend.write_rows(rows[100:])  # 10 of 40 records: a refresh adds them
-    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    by_tokens, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_tokens", TOKEN_QUERIES
+    )
     assert by_tokens == by_rows
     assert run_rebuilds == [info.id]  # the new rows were added to the counts
     assert _state(backend, info.id) == _rebuilt_state(backend, info.id)
@@ -543,7 +552,9 @@ def test_row_queries_on_tokens_count_by_token_counts_as_by_rows(
     )
     ingest_spans(backend.engine, info.id, [child])
     before = by_tokens
-    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    by_tokens, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_tokens", TOKEN_QUERIES
+    )
     assert by_tokens == by_rows != before
     assert _state(backend, info.id) == _rebuilt_state(backend, info.id)
 
@@ -569,7 +580,9 @@ def test_an_upgraded_store_counts_the_tokens_of_rows_already_aggregated(
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     assert _state(backend, info.id) == aggregated
-    by_tokens, by_rows = _totals_by_tokens_and_by_rows(backend, info.id, monkeypatch)
+    by_tokens, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_tokens", TOKEN_QUERIES
+    )
     assert by_tokens == by_rows
 
 
@@ -614,38 +627,6 @@ def _score_rows(info: Any, ids: list[str], runs: range, rng: random.Random) -> l
     return rows
 
 
-def _totals_by_buckets_and_by_rows(
-    backend: Any, experiment_id: str, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[int], list[int]]:
-    """Each score query's total (of every run, and of runs 1 and 2) counted from the
-    buckets, and counted from the evaluations."""
-    from assay.store.sql import search
-
-    def totals() -> list[int]:
-        return [
-            backend.search(experiment_id, query, run=run, limit=5).total
-            for query in SCORE_QUERIES
-            for run in (None, 1, 2)
-        ]
-
-    used: list[int | None] = []
-    count = search.count_by_scores
-
-    def counting(*arguments: Any) -> int | None:
-        used.append(count(*arguments))
-        return used[-1]
-
-    with monkeypatch.context() as patched:
-        patched.setattr(search, "count_by_scores", counting)
-        by_buckets = totals()
-    # Every query but the one naming a run other than run=1 was counted by buckets.
-    assert sum(found is not None for found in used) == len(used) - 1, used
-    with monkeypatch.context() as patched:
-        patched.setattr(search, "count_by_scores", lambda *arguments: None)
-        by_rows = totals()
-    return by_buckets, by_rows
-
-
 def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
     llmobs: type[LLMObs], monkeypatch: pytest.MonkeyPatch, run_rebuilds: list[str]
 ) -> None:
@@ -658,7 +639,9 @@ def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
     backend, info, ids = _experiment(llmobs, records=40, runs=3)
     rows = _score_rows(info, ids, range(1, 4), random.Random(29))
     backend.write_rows(rows[:100])
-    by_buckets, by_rows = _totals_by_buckets_and_by_rows(backend, info.id, monkeypatch)
+    by_buckets, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_scores", SCORE_QUERIES
+    )
     assert by_buckets == by_rows
     # Counted by hand: scores over 0.5 in every run, and True booleans (1 > 0.5).
     over = [
@@ -670,7 +653,9 @@ def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
     ]
     assert by_buckets[0] == len(over)
     backend.write_rows(rows[100:])  # 10 of 40 records: a refresh adds them
-    by_buckets, by_rows = _totals_by_buckets_and_by_rows(backend, info.id, monkeypatch)
+    by_buckets, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_scores", SCORE_QUERIES
+    )
     assert by_buckets == by_rows
     assert run_rebuilds == [info.id]
     # The buckets only: the runs' sums of scores of 1e13 and 0.3 depend on the order they
@@ -685,7 +670,9 @@ def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
         span_id=rows[0].span_id,
     )
     ingest_metrics(backend.engine, info.id, [replaced])
-    by_buckets, by_rows = _totals_by_buckets_and_by_rows(backend, info.id, monkeypatch)
+    by_buckets, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_by_scores", SCORE_QUERIES
+    )
     assert by_buckets == by_rows
     assert _state(backend, info.id)[-1] == _rebuilt_state(backend, info.id)[-1]
 
