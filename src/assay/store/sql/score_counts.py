@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from assay.query.ast import Comparison, Exists, Range
 from assay.query.facets import EvaluationFacet, number_operand
 from assay.store.sql.tables import evaluations, run_score_counts
-from assay.store.sql.token_counts import current_conditions
+from assay.store.sql.token_counts import CURRENT
 
 __all__ = ["add_score_counts", "count_by_scores", "rebuild_score_counts"]
 
@@ -186,7 +186,7 @@ def count_by_scores(
     parts = [whole.scalar_subquery(), _size(booleans)]
     parts += [_size(_within(scores, bucket)) for bucket in {low, high} if bucket is not None]
     found = connection.execute(
-        select(*parts).where(*current_conditions(experiment_id)),
+        select(*parts).where(*CURRENT),
         {"experiment_id": experiment_id, "label": facet.label},
     ).first()
     return None if found is None else sum(int(part) for part in found)

@@ -457,13 +457,14 @@ def _rows_by_set(
     proportion to the (few) matches. A set that combines ranges (``INTERSECT``, ``UNION``,
     ``EXCEPT``) is counted first: its first matches cost as much as all of them.
     """
-    matches = compiler.row_set(node, scope, within)
     # One score label's range is counted from the runs' scores by bucket.
     counted = count_by_scores(connection, compiler, compiler.experiment_id, rest, within)
     total: Total
+    matches = None  # the set, built only where it is read
     if counted is not None:
         dense, total = _walk_finds(counted, read, limit, offset), counted
     else:
+        matches = compiler.row_set(node, scope, within)
         compound = isinstance(matches, CompoundSelect)
         dense, total = _dense(connection, matches, read, limit, offset, counter, probe=not compound)
     if not dense and settled(total) <= offset:
@@ -471,6 +472,8 @@ def _rows_by_set(
     if dense:
         condition = compiler.rows(rest, probe=True)
     else:
+        if matches is None:
+            matches = compiler.row_set(node, scope, within)
         nested = matches.subquery()
         condition = spans.c.span_id.in_(select(nested.c.span_id))
     return _page(connection, scope, condition, order, limit, offset), total

@@ -46,6 +46,7 @@ from assay.store.sql.tables import (
 )
 
 __all__ = [
+    "CURRENT",
     "TOKEN_COLUMNS",
     "add_token_counts",
     "count_by_tokens",
@@ -148,7 +149,8 @@ _MATCHED = select(func.coalesce(func.sum(run_token_counts.c.n), 0)).where(
     run_token_counts.c.facet == bindparam("facet"),
 )
 _OF_RUN = run_token_counts.c.run_iteration == bindparam("run")
-_CURRENT = current_conditions(bindparam("experiment_id"))
+CURRENT = current_conditions(bindparam("experiment_id"))
+"""``current_conditions`` of the experiment bound as ``experiment_id``, built once."""
 _NULL = cast(null(), BigInteger)
 
 
@@ -170,7 +172,7 @@ def count_by_tokens(
         matched = matched.where(_OF_RUN)
     without = case((_replaced(condition, column, _NULL), 1), else_=0)
     found = connection.execute(
-        select(matched.scalar_subquery(), without).where(*_CURRENT),
+        select(matched.scalar_subquery(), without).where(*CURRENT),
         {"experiment_id": experiment_id, "facet": column.name, "run": run},
     ).first()
     if found is None:
