@@ -56,10 +56,11 @@ def _counted(connection: Connection, rows: Any) -> Counter[tuple[str, int, int]]
     """The usable scores of the evaluations ``rows`` selects, by label, run and bucket."""
     table = evaluations
     found: Counter[tuple[str, int, int]] = Counter()
+    # Streamed: a rebuild reads every score of the experiment, millions in a large one.
     for label, run, score in connection.execute(
-        select(table.c.label, table.c.run_iteration, table.c.score_value).where(
-            rows, table.c.score_value.is_not(None), table.c.error_type.is_(None)
-        )
+        select(table.c.label, table.c.run_iteration, table.c.score_value)
+        .where(rows, table.c.score_value.is_not(None), table.c.error_type.is_(None))
+        .execution_options(yield_per=10_000)
     ):
         found[(label, int(run), bucket_of(float(score)))] += 1
     return found

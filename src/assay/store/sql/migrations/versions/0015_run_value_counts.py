@@ -143,6 +143,7 @@ def upgrade() -> None:
             evaluations.c.score_value.is_not(None),
             evaluations.c.error_type.is_(None),
         )
+        .execution_options(yield_per=10_000)  # streamed: every score of the store
     ):
         counted[(experiment_id, label, int(run), _bucket(float(score)))] += 1
     if counted:
