@@ -341,10 +341,31 @@ def test_a_score_count_reads_the_buckets_and_its_end_buckets_scores(
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        "@evaluations.custom.exact_match:false",
+        "run_iteration:1 @evaluations.custom.sentiment_evaluator:positive",
+    ],
+)
+def test_a_label_value_count_reads_the_run_totals(
+    store: tuple[SqlBackend, str], query: str
+) -> None:
+    """The count of one boolean or categorical value of a label is read off the runs'
+    totals (``run_aggregates``), whose rows are few: no statement counts evaluations."""
+    backend, experiment_id = store
+    plan = plan_of(backend, lambda: backend.search(experiment_id, query, limit=50))
+    assert backend.search(experiment_id, query, limit=50).total > 50
+    assert plan.full_scans(BIG_TABLES) == {}
+    assert [sql for sql, _ in plan.statements if "run_aggregates" in sql], plan.statements
+    counts = [sql for sql, _ in plan.statements if "count(" in sql.lower()]
+    assert not [sql for sql in counts if "FROM evaluations" in sql], counts
+
+
+@pytest.mark.parametrize(
     ("query", "wanted"),
     [
         ("run_iteration:1 @evaluations.custom.random_evaluator:>0.5", "ix_evaluations_score"),
-        ("@evaluations.custom.exact_match:false", "ix_evaluations_boolean"),
+        ("@evaluations.custom.exact_match:*", "ix_evaluations_boolean"),
         (
             "@evaluations.custom.sentiment_evaluator:positive @trace.total_tokens:>1000",
             "ix_evaluations_categorical",

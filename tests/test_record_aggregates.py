@@ -690,3 +690,102 @@ def test_buckets_hold_exactly_the_scores_between_their_bounds() -> None:
         assert bucket == EDGE or score < (bucket + 1) / SCALE
     assert bucket_of(float("nan")) == EDGE
     assert [bucket_of(s) for s in (0.5, 0.5 - 1e-12, 1 / SCALE, 1e13)] == [512, 511, 1, EDGE]
+
+
+LABEL_QUERIES = [
+    "@evaluations.custom.label:positive",
+    "@evaluations.custom.label:neutral",
+    "@evaluations.custom.label:unheard",
+    "@evaluations.custom.passed:true",
+    "@evaluations.custom.passed:false",
+    "run_iteration:2 @evaluations.custom.label:negative",
+]
+
+
+def test_row_queries_on_a_label_value_count_by_run_totals_as_by_rows(
+    llmobs: type[LLMObs], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row query for one categorical value or one boolean of a label is read off the
+    runs' totals: the same totals as counting the evaluations, as rows arrive and after a
+    metric was replaced by another value."""
+    from assay.store.sql.ingest import IncomingMetric, ingest_metrics
+
+    backend, info, ids = _experiment(llmobs, records=40, runs=3)
+    rng = random.Random(37)
+    rows = [_row(info, ids[i], i, run, rng) for run in (1, 2, 3) for i in range(40)]
+    backend.write_rows(rows[:100])
+    by_totals, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_labelled", LABEL_QUERIES
+    )
+    assert by_totals == by_rows
+    # Counted by hand: True booleans in every run.
+    assert by_totals[9] == sum(
+        1 for row in rows[:100] for e in row.evaluations if e.label == "passed" and e.value
+    )
+    backend.write_rows(rows[100:])
+    by_totals, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_labelled", LABEL_QUERIES
+    )
+    assert by_totals == by_rows
+    relabelled = IncomingMetric(
+        label="label",
+        metric_type="categorical",
+        value="unheard",
+        timestamp_ms=10**13,
+        span_id=rows[0].span_id,
+    )
+    ingest_metrics(backend.engine, info.id, [relabelled])
+    by_totals, by_rows = _totals_counted_both_ways(
+        backend, info.id, monkeypatch, "count_labelled", LABEL_QUERIES
+    )
+    assert by_totals == by_rows
+    assert by_totals[6] == 1  # the one "unheard" label
+
+
+def test_counts_by_value_answer_only_while_they_include_every_row(
+    llmobs: type[LLMObs],
+) -> None:
+    """Rows reopened (or written) since the last refresh: the token counts, the score
+    buckets and the label totals answer nothing, and the search counts rows instead."""
+    from sqlalchemy import select
+
+    from assay.query import resolve
+    from assay.store.sql.aggregates import reopen_rows
+    from assay.store.sql.run_aggregates import count_labelled
+    from assay.store.sql.score_counts import count_by_scores
+    from assay.store.sql.search import load_catalog
+    from assay.store.sql.search_compile import QueryCompiler
+    from assay.store.sql.tables import spans
+    from assay.store.sql.token_counts import count_by_tokens
+
+    backend, info, ids = _experiment(llmobs, records=20, runs=2)
+    backend.write_rows(_token_rows(info, ids, range(1, 3), random.Random(41)))
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+
+    def counts() -> list[int | None]:
+        with backend.engine.connect() as connection:
+            catalog = load_catalog(connection, info.id)
+            compiler = QueryCompiler(
+                dialect=connection.dialect.name,
+                experiment_id=info.id,
+                runs={run.run_id: run.run_iteration for run in info.runs},
+                query_text="",
+            )
+            score = resolve("@evaluations.custom.score:>0.5", catalog).node
+            passed = resolve("@evaluations.custom.passed:true", catalog).node
+            return [
+                count_by_tokens(connection, info.id, spans.c.total_tokens > 400, None),
+                count_by_scores(connection, compiler, info.id, score, None),
+                count_labelled(connection, info.id, passed, 1),
+            ]
+
+    current = counts()
+    assert None not in current
+    with backend.engine.begin() as connection:
+        first = connection.execute(
+            select(spans.c.pk).where(spans.c.experiment_id == info.id).limit(1)
+        ).scalar_one()
+        reopen_rows(connection, info.id, first)
+    assert counts() == [None, None, None]
+    backend.refresh_aggregates(info.id, only_if_stale=True)
+    assert counts() == current

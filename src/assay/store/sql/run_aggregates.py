@@ -41,6 +41,7 @@ from sqlalchemy import (
     Float,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -52,6 +53,8 @@ from sqlalchemy import (
     tuple_,
 )
 
+from assay.query.ast import Comparison
+from assay.query.facets import EvaluationFacet
 from assay.store.sql.score_counts import add_score_counts, rebuild_score_counts
 from assay.store.sql.tables import (
     evaluations,
@@ -59,10 +62,11 @@ from assay.store.sql.tables import (
     run_aggregates,
     spans,
 )
-from assay.store.sql.token_counts import add_token_counts, rebuild_token_counts
+from assay.store.sql.token_counts import CURRENT, add_token_counts, rebuild_token_counts
 
 __all__ = [
     "RunTotals",
+    "count_labelled",
     "read_run_aggregates",
     "rebuild_run_aggregates",
     "update_run_aggregates",
@@ -338,3 +342,59 @@ def read_run_aggregates(
         else:
             values.setdefault(key, Counter())[str(row.value)] += int(row.n)
     return totals, values
+
+
+# What a label's equality counts, built once (see ``count_labelled``): a categorical
+# value's rows, the True booleans, the False ones.
+_OF_LABEL = [
+    run_aggregates.c.experiment_id == bindparam("experiment_id"),
+    run_aggregates.c.facet == bindparam("facet"),
+]
+_COUNTED = {
+    "categorical": select(func.coalesce(func.sum(run_aggregates.c.n), 0)).where(
+        *_OF_LABEL, run_aggregates.c.value == bindparam("value")
+    ),
+    "true": select(func.coalesce(func.sum(run_aggregates.c.trues), 0)).where(
+        *_OF_LABEL, run_aggregates.c.value.is_(None)
+    ),
+    "false": select(
+        func.coalesce(func.sum(run_aggregates.c.booleans - run_aggregates.c.trues), 0)
+    ).where(*_OF_LABEL, run_aggregates.c.value.is_(None)),
+}
+
+
+def count_labelled(
+    connection: Connection, experiment_id: str, node: Any, run: int | None
+) -> int | None:
+    """How many rows of the experiment (of run ``run``, if given) have the categorical
+    value, or the boolean, that ``node`` (``@evaluations.custom.<label>:<value>``) names,
+    read off the runs' totals: their count of each categorical value, and of booleans and
+    True ones. None for any other query, or while the totals do not include every row.
+
+    An evaluation stores its value in one typed column only (``values.evaluation_values``),
+    so the totals' booleans (those without a score) are the label's boolean values."""
+    facet = getattr(node, "attribute", None)
+    if not (
+        isinstance(node, Comparison)
+        and node.operator == "="
+        and isinstance(facet, EvaluationFacet)
+        and facet.metric_type in ("categorical", "boolean")
+    ):
+        return None
+    if facet.metric_type == "categorical":
+        counted = _COUNTED["categorical"]
+    elif node.value.boolean is None:
+        return None
+    else:
+        counted = _COUNTED["true" if node.value.boolean else "false"]
+    if run is not None:
+        counted = counted.where(run_aggregates.c.run_iteration == run)
+    found = connection.execute(
+        select(counted.scalar_subquery()).where(*CURRENT),  # no row while behind
+        {
+            "experiment_id": experiment_id,
+            "facet": f"{_EVALUATION_PREFIX}{facet.label}",
+            "value": node.value.text,
+        },
+    ).first()
+    return None if found is None else int(found[0])

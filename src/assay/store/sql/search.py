@@ -23,6 +23,7 @@ from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
 from assay.store.sql.bulk import chunks
 from assay.store.sql.query_shape import has_evaluation_terms, required_run, without_run
+from assay.store.sql.run_aggregates import count_labelled
 from assay.store.sql.score_counts import count_by_scores
 from assay.store.sql.search_compile import QueryCompiler
 from assay.store.sql.side_count import SideCounter, Total, settled
@@ -457,8 +458,11 @@ def _rows_by_set(
     proportion to the (few) matches. A set that combines ranges (``INTERSECT``, ``UNION``,
     ``EXCEPT``) is counted first: its first matches cost as much as all of them.
     """
-    # One score label's range is counted from the runs' scores by bucket.
+    # One score label's range is counted from the runs' scores by bucket, one label's
+    # value from the runs' totals.
     counted = count_by_scores(connection, compiler, compiler.experiment_id, rest, within)
+    if counted is None:
+        counted = count_labelled(connection, compiler.experiment_id, rest, within)
     total: Total
     matches = None  # the set, built only where it is read
     if counted is not None:
