@@ -586,6 +586,19 @@ def test_an_upgraded_store_counts_the_tokens_of_rows_already_aggregated(
     assert by_tokens == by_rows
 
 
+def _repost(
+    backend: Any, experiment_id: str, span_id: str, label: str, kind: Any, value: Any
+) -> None:
+    """A later metric of the row's label, as the HTTP intake stores it: it replaces the
+    evaluation the row had."""
+    from assay.store.sql.ingest import IncomingMetric, ingest_metrics
+
+    metric = IncomingMetric(
+        label=label, metric_type=kind, value=value, timestamp_ms=10**13, span_id=span_id
+    )
+    ingest_metrics(backend.engine, experiment_id, [metric])
+
+
 SCORE_QUERIES = [
     "@evaluations.custom.closeness:>0.5",
     "@evaluations.custom.closeness:>=0.5",
@@ -634,8 +647,6 @@ def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
     buckets score by score: the same totals as counting the evaluations, for scores on
     bucket bounds, past the end buckets, booleans among them and failed evaluations, as
     rows arrive (added to the buckets) and after a metric was replaced (recounted)."""
-    from assay.store.sql.ingest import IncomingMetric, ingest_metrics
-
     backend, info, ids = _experiment(llmobs, records=40, runs=3)
     rows = _score_rows(info, ids, range(1, 4), random.Random(29))
     backend.write_rows(rows[:100])
@@ -662,14 +673,7 @@ def test_row_queries_on_a_score_count_by_buckets_as_by_rows(
     # were added in, past the sixth decimal that ``_state`` compares.
     assert _state(backend, info.id)[-1] == _rebuilt_state(backend, info.id)[-1]
     # A re-posted metric replaces a score already counted: the refresh recounts.
-    replaced = IncomingMetric(
-        label="closeness",
-        metric_type="score",
-        value=0.9,
-        timestamp_ms=10**13,
-        span_id=rows[0].span_id,
-    )
-    ingest_metrics(backend.engine, info.id, [replaced])
+    _repost(backend, info.id, rows[0].span_id, "closeness", "score", 0.9)
     by_buckets, by_rows = _totals_counted_both_ways(
         backend, info.id, monkeypatch, "count_by_scores", SCORE_QUERIES
     )
@@ -708,8 +712,6 @@ def test_row_queries_on_a_label_value_count_by_run_totals_as_by_rows(
     """A row query for one categorical value or one boolean of a label is read off the
     runs' totals: the same totals as counting the evaluations, as rows arrive and after a
     metric was replaced by another value."""
-    from assay.store.sql.ingest import IncomingMetric, ingest_metrics
-
     backend, info, ids = _experiment(llmobs, records=40, runs=3)
     rng = random.Random(37)
     rows = [_row(info, ids[i], i, run, rng) for run in (1, 2, 3) for i in range(40)]
@@ -727,14 +729,7 @@ def test_row_queries_on_a_label_value_count_by_run_totals_as_by_rows(
         backend, info.id, monkeypatch, "count_labelled", LABEL_QUERIES
     )
     assert by_totals == by_rows
-    relabelled = IncomingMetric(
-        label="label",
-        metric_type="categorical",
-        value="unheard",
-        timestamp_ms=10**13,
-        span_id=rows[0].span_id,
-    )
-    ingest_metrics(backend.engine, info.id, [relabelled])
+    _repost(backend, info.id, rows[0].span_id, "label", "categorical", "unheard")
     by_totals, by_rows = _totals_counted_both_ways(
         backend, info.id, monkeypatch, "count_labelled", LABEL_QUERIES
     )
