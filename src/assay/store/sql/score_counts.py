@@ -105,34 +105,31 @@ def add_score_counts(connection: Connection, experiment_id: str, rows: Any) -> N
     )
 
 
-Bound = tuple[float, bool] | None
-"""A range's end: the score and whether it is included; None for no end."""
-
-
-def _range(node: Any) -> tuple[Bound, Bound] | None:
-    """The (low, high) ends of the scores a leaf selects; None if it is no range of finite
-    numbers (those leaves are counted score by score)."""
+def _range(node: Any) -> tuple[float | None, float | None] | None:
+    """The (low, high) ends of the scores a leaf selects (None: no end); None if it is no
+    range of finite numbers (those leaves are counted score by score). Whether an end is
+    included does not matter here: the end buckets are counted with the leaf's own
+    condition."""
     facet = node.attribute
 
-    def end(value: Any, included: bool) -> Bound:
+    def end(value: Any) -> float:
         number = number_operand(facet, value)
         if number is None or not math.isfinite(number):
             raise ValueError
-        return number, included
+        return number
 
     try:
         if isinstance(node, Exists):
             return None, None
         if isinstance(node, Comparison):
-            operator = node.operator
-            point = end(node.value, "=" in operator)
-            low: Bound = point if operator in ("=", ">", ">=") else None
-            high: Bound = point if operator in ("=", "<", "<=") else None
+            point = end(node.value)
+            low = point if node.operator in ("=", ">", ">=") else None
+            high = point if node.operator in ("=", "<", "<=") else None
             return low, high
         if isinstance(node, Range):
             return (
-                end(node.low, True) if node.low is not None else None,
-                end(node.high, True) if node.high is not None else None,
+                end(node.low) if node.low is not None else None,
+                end(node.high) if node.high is not None else None,
             )
     except ValueError:
         return None
@@ -175,7 +172,7 @@ def count_by_scores(
     ends = _range(node)
     if ends is None:
         return None
-    low, high = (None if end is None else bucket_of(end[0]) for end in ends)
+    low, high = (None if end is None else bucket_of(end) for end in ends)
     scores, booleans = compiler.score_parts(facet, node, run)
     whole = _WHOLE
     if run is not None:
