@@ -770,7 +770,7 @@ def test_counts_by_value_answer_only_while_they_include_every_row(
             passed = resolve("@evaluations.custom.passed:true", catalog).node
             return [
                 count_by_tokens(connection, info.id, spans.c.total_tokens > 400, None),
-                count_by_scores(connection, compiler, info.id, score, None),
+                count_by_scores(connection, compiler, score, None),
                 count_labelled(connection, info.id, passed, 1),
             ]
 

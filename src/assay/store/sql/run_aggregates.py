@@ -55,6 +55,7 @@ from sqlalchemy import (
 
 from assay.query.ast import Comparison
 from assay.query.facets import EvaluationFacet
+from assay.store.sql.counters import CURRENT
 from assay.store.sql.score_counts import add_score_counts, rebuild_score_counts
 from assay.store.sql.tables import (
     evaluations,
@@ -62,7 +63,7 @@ from assay.store.sql.tables import (
     run_aggregates,
     spans,
 )
-from assay.store.sql.token_counts import CURRENT, add_token_counts, rebuild_token_counts
+from assay.store.sql.token_counts import add_token_counts, rebuild_token_counts
 
 __all__ = [
     "RunTotals",

@@ -14,7 +14,7 @@ NaN, greater than every number there, is in the top one.
 The buckets are kept with the per-run totals (``run_aggregates.py``), to the same marks,
 and by the same rule: a refresh adds the scores past the last mark, and where an
 evaluation the totals include was replaced, it recomputes both. A search uses them only
-while they include every row stored (``token_counts.current_conditions``).
+while they include every row stored (``counters.current_conditions``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from assay.query.ast import Comparison, Exists, Range
 from assay.query.facets import EvaluationFacet, number_operand
+from assay.store.sql.counters import CURRENT
 from assay.store.sql.tables import evaluations, run_score_counts
-from assay.store.sql.token_counts import CURRENT
 
 __all__ = ["add_score_counts", "count_by_scores", "rebuild_score_counts"]
 
@@ -153,14 +153,10 @@ _WHOLE = select(func.coalesce(func.sum(run_score_counts.c.n), 0)).where(
 
 
 def count_by_scores(
-    connection: Connection,
-    compiler: Any,
-    experiment_id: str,
-    node: Any,
-    run: int | None,
+    connection: Connection, compiler: Any, node: Any, run: int | None
 ) -> int | None:
-    """How many rows of the experiment (of run ``run``, if given) match ``node``, one leaf
-    on a score label, counted from the buckets (``compiler``: the search's
+    """How many rows of the search's experiment (of run ``run``, if given) match ``node``,
+    one leaf on a score label, counted from the buckets (``compiler``: the search's
     ``QueryCompiler``); None for any other query, or while the buckets do not include
     every row stored.
 
@@ -185,7 +181,7 @@ def count_by_scores(
     parts += [_size(_within(scores, bucket)) for bucket in {low, high} if bucket is not None]
     found = connection.execute(
         select(*parts).where(*CURRENT),
-        {"experiment_id": experiment_id, "label": facet.label},
+        {"experiment_id": compiler.experiment_id, "label": facet.label},
     ).first()
     return None if found is None else sum(int(part) for part in found)
 

@@ -22,6 +22,7 @@ from assay.errors import QueryError
 from assay.query import Catalog, check_page, describe, resolve
 from assay.store.records import JSON, ExperimentInfo, MetricType, SearchPage
 from assay.store.sql.bulk import chunks
+from assay.store.sql.counters import current_conditions
 from assay.store.sql.query_shape import has_evaluation_terms, required_run, without_run
 from assay.store.sql.run_aggregates import count_labelled
 from assay.store.sql.score_counts import count_by_scores
@@ -36,7 +37,7 @@ from assay.store.sql.tables import (
     run_aggregates,
     spans,
 )
-from assay.store.sql.token_counts import count_by_tokens, current_conditions
+from assay.store.sql.token_counts import count_by_tokens
 from assay.store.sql.values import VALUE_COLUMNS, value_of
 
 ROW_SORTS = {
@@ -460,7 +461,7 @@ def _rows_by_set(
     """
     # One score label's range is counted from the runs' scores by bucket, one label's
     # value from the runs' totals.
-    counted = count_by_scores(connection, compiler, compiler.experiment_id, rest, within)
+    counted = count_by_scores(connection, compiler, rest, within)
     if counted is None:
         counted = count_labelled(connection, compiler.experiment_id, rest, within)
     total: Total

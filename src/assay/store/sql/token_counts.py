@@ -11,7 +11,7 @@ The counts are kept with the per-run totals (``run_aggregates.py``), to the same
 by the same rule: rows are only ever added, and a refresh adds the rows past the last mark;
 where rows were reopened (tokens rolled onto an old root) the marks differ, and the
 refresh recomputes both. A search uses them only while they include every row stored
-(``current_conditions``); else it counts the rows themselves.
+(``counters.current_conditions``); else it counts the rows themselves.
 """
 
 from __future__ import annotations
@@ -36,41 +36,22 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import visitors
 
+from assay.store.sql.counters import CURRENT
 from assay.store.sql.tables import (
-    aggregate_state,
-    experiments,
-    run_aggregate_state,
     run_aggregates,
     run_token_counts,
     spans,
 )
 
 __all__ = [
-    "CURRENT",
     "TOKEN_COLUMNS",
     "add_token_counts",
     "count_by_tokens",
-    "current_conditions",
     "rebuild_token_counts",
 ]
 
 TOKEN_COLUMNS = ("total_tokens", "input_tokens", "output_tokens")
 """The root-span columns counted by value (also ``run_aggregates``' facet names)."""
-
-
-def current_conditions(experiment_id: Any) -> list[Any]:
-    """The conditions, over ``aggregate_state``, ``experiments`` and
-    ``run_aggregate_state``, under which the per-run totals and token counts include every
-    row stored: the refresh's row count is the writers' counter, and they were brought up
-    to the same rows as the record aggregates (reopened rows lower the latter's marks)."""
-    return [
-        aggregate_state.c.experiment_id == experiment_id,
-        experiments.c.id == experiment_id,
-        run_aggregate_state.c.experiment_id == experiment_id,
-        aggregate_state.c.rows == experiments.c.row_count,
-        run_aggregate_state.c.row_mark == aggregate_state.c.row_mark,
-        run_aggregate_state.c.evaluation_mark == aggregate_state.c.evaluation_mark,
-    ]
 
 
 def _grouped(experiment_id: str, name: str, rows: Any) -> Any:
@@ -149,8 +130,6 @@ _MATCHED = select(func.coalesce(func.sum(run_token_counts.c.n), 0)).where(
     run_token_counts.c.facet == bindparam("facet"),
 )
 _OF_RUN = run_token_counts.c.run_iteration == bindparam("run")
-CURRENT = current_conditions(bindparam("experiment_id"))
-"""``current_conditions`` of the experiment bound as ``experiment_id``, built once."""
 _NULL = cast(null(), BigInteger)
 
 

@@ -70,7 +70,6 @@ def upgrade() -> None:
         sa.column("experiment_id", sa.String()),
         sa.column("row_mark", sa.BigInteger()),
     )
-    assert counts is not None
     for name in _TOKEN_COLUMNS:
         column = spans.c[name]
         op.execute(
