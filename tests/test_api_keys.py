@@ -477,7 +477,13 @@ def test_a_limited_key_cannot_write_to_other_projects(
         }
         answer = client.post("/api/v2/llmobs", json=[{"event_type": "span", "spans": [span]}])
         assert answer.status_code == 202
-        assert answer.json()["meta"] == {"spans": 1, "stored": 0, "duplicates": 0, "ignored": 1}
+        assert answer.json()["meta"] == {
+            "spans": 1,
+            "stored": 0,
+            "duplicates": 0,
+            "ignored": 1,
+            "queued": 0,
+        }
 
     # Nothing of team-b changed.
     assert [info.name for info in backend.list_datasets(project_b)] == ["ds-b"]

@@ -37,13 +37,13 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The posts the lane served itself (by kind), recorded as it hands them on."""
     seen: list[str] = []
 
-    async def events(*args: Any) -> Any:
+    async def events(*args: Any, **kwargs: Any) -> Any:
         seen.append("events")
-        return await accept_events(*args)
+        return await accept_events(*args, **kwargs)
 
-    async def spans(*args: Any) -> Any:
+    async def spans(*args: Any, **kwargs: Any) -> Any:
         seen.append("spans")
-        return await accept_spans(*args)
+        return await accept_spans(*args, **kwargs)
 
     monkeypatch.setattr(lane, "accept_events", events)
     monkeypatch.setattr(lane, "accept_spans", spans)

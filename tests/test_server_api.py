@@ -745,7 +745,7 @@ def test_events_of_unknown_experiments(client: TestClient, world: dict[str, str]
     lost = span("nope", "r0", 1, "1")
     plain = {**span(world["experiment"], "r0", 1, "2"), "tags": ["ml_app:x"]}
     answer = call(client, "POST", "/api/v2/llmobs", [{"spans": [lost, plain]}], 202)
-    assert answer["meta"] == {"spans": 2, "stored": 0, "duplicates": 0, "ignored": 2}
+    assert answer["meta"] == {"spans": 2, "stored": 0, "duplicates": 0, "ignored": 2, "queued": 0}
 
 
 def test_span_intake_behind_the_agent_proxy_and_eval_metric_intake(

@@ -220,7 +220,7 @@ def test_metrics_posted_before_their_span_wait_and_then_join_it(
     assert rows_of(backend, experiment_id) == []
 
     stored = post_spans(client, root_span(experiment_id, records[0], 1, "11"))
-    assert stored["meta"] == {"spans": 1, "stored": 1, "duplicates": 0, "ignored": 0}
+    assert stored["meta"] == {"spans": 1, "stored": 1, "duplicates": 0, "ignored": 0, "queued": 0}
     [row] = rows_of(backend, experiment_id)
     assert (row.record_id, row.run_iteration, row.idx) == (records[0], 1, 0)
     assert {e.label: e.value for e in row.evaluations} == {"exact": True, "score": 0.25}

@@ -4,6 +4,10 @@ The server answers an ingest post only once its rows are committed (``ingest.gro
 So after a kill, every post that got its 202 is in the store, whole; a post that did not
 is in the store whole or not at all (one transaction); and the clients' retries, sent to
 a new server over the same store, complete the experiment without a duplicate.
+
+With ``--ingest-queue`` the server answers a post once it is in the journal: after the
+kill, every answered post is written or in the journal (never both), and the next server
+writes what the journal holds before it serves.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pytest
 from sqlalchemy import select
 
 from assay.store.sql.backend import SqlBackend
-from assay.store.sql.tables import evaluations, posted_evaluations, spans
+from assay.store.sql.tables import evaluations, ingest_journal, posted_evaluations, spans
 from live_server import free_port
 from test_server_concurrency import API, PUBLIC, TONES, wire_metric
 
@@ -57,10 +61,14 @@ class Post:
     """The (span id, label) of an events post's metrics; empty for a span intake post."""
 
 
-def start_server(store_url: str, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    store_url: str, home: Path, *, queue: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    command = [sys.executable, "-m", "assay", "serve", "--port", str(port)]
+    command += ["--database-url", store_url, *(["--ingest-queue"] if queue else [])]
     process = subprocess.Popen(
-        [sys.executable, "-m", "assay", "serve", "--port", str(port), "--database-url", store_url],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "ASSAY_HOME": str(home)},
@@ -225,9 +233,49 @@ def stored(store_url: str, experiment_id: str) -> tuple[set[str], set[tuple[str,
     return span_ids, {(span_id, label) for span_id, label, _ in ledger}
 
 
+def journaled(store_url: str) -> list[bytes]:
+    """The bodies of the posts waiting in the journal."""
+    backend = SqlBackend(store_url)
+    try:
+        with backend.engine.connect() as connection:
+            found = connection.execute(select(ingest_journal.c.body)).scalars()
+            return [bytes(body) for body in found]
+    finally:
+        backend.close()
+
+
+def check_whole(
+    store_url: str,
+    experiment_id: str,
+    posts: list[Post],
+    answered: set[int],
+    *,
+    or_journaled: bool = False,
+) -> None:
+    """Every answered post is stored whole (or, ``or_journaled``, waits in the journal,
+    and then is not stored); every other one whole, not at all, or in the journal."""
+    span_ids, metrics = stored(store_url, experiment_id)
+    waiting = journaled(store_url) if or_journaled else []
+    for n, post in enumerate(posts):
+        items = set(post.span_ids) & span_ids if post.span_ids else set(post.metrics) & metrics
+        whole = len(post.span_ids or post.metrics)
+        if post.body in waiting:
+            # Journaled, answered or not (the kill may come before the answer): written
+            # by the next server, so not written yet.
+            assert not items, f"post {n} is in the journal and stored"
+            continue
+        if n in answered:
+            assert len(items) == whole, f"post {n} was answered, and {len(items)}/{whole} kept"
+        else:
+            assert len(items) in (0, whole), f"post {n} is stored in part: {len(items)}/{whole}"
+
+
 @pytest.mark.slow
-def test_a_killed_server_loses_no_answered_post(store_url: str, tmp_path: Path) -> None:
-    process, url = start_server(store_url, tmp_path)
+@pytest.mark.parametrize("queue", [False, True], ids=["answered-after-writing", "queued"])
+def test_a_killed_server_loses_no_answered_post(
+    store_url: str, tmp_path: Path, queue: bool
+) -> None:
+    process, url = start_server(store_url, tmp_path, queue=queue)
     try:
         experiment_id, record_ids = set_up(url)
         posts = the_posts(experiment_id, record_ids)
@@ -239,18 +287,19 @@ def test_a_killed_server_loses_no_answered_post(store_url: str, tmp_path: Path) 
     assert len(answered) >= KILL_AFTER
     assert failed, "every post was answered before the kill: the test proves nothing"
 
-    # Every answered post is stored whole; every other one whole or not at all.
-    span_ids, metrics = stored(store_url, experiment_id)
-    for n, post in enumerate(posts):
-        items = set(post.span_ids) & span_ids if post.span_ids else set(post.metrics) & metrics
-        whole = len(post.span_ids or post.metrics)
-        if n in answered:
-            assert len(items) == whole, f"post {n} was answered, and {len(items)}/{whole} kept"
-        else:
-            assert len(items) in (0, whole), f"post {n} is stored in part: {len(items)}/{whole}"
+    # Every answered post is stored whole (or, with a queue, waits in the journal); every
+    # other one whole or not at all.
+    check_whole(store_url, experiment_id, posts, answered, or_journaled=queue)
+    if queue:
+        assert journaled(store_url), "the kill left nothing in the journal: nothing is tested"
 
-    # The clients retry what they are unsure of (here: all of it) on a new server.
-    process, url = start_server(store_url, tmp_path)
+    # A new server writes what the journal holds before it serves.
+    process, url = start_server(store_url, tmp_path, queue=queue)
+    if queue:
+        assert not journaled(store_url)
+        check_whole(store_url, experiment_id, posts, answered)
+
+    # The clients retry what they are unsure of (here: all of it) on the new server.
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             for post in posts:

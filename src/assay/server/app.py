@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,7 +59,7 @@ from assay.server.jsonapi import (
     not_found,
     pointer,
 )
-from assay.server.lane import IngestLane
+from assay.server.lane import IngestLane, decode
 from assay.store.sql.backend import SqlBackend
 
 logger = logging.getLogger("assay.server")
@@ -76,6 +77,7 @@ def create_app(
     backend: SqlBackend | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     require_auth: bool | None = None,
+    ingest_queue: bool = False,
 ) -> FastAPI:
     """The Assay server app over ``backend``, or over a store opened at ``database_url``.
 
@@ -88,17 +90,27 @@ def create_app(
     a non-loopback address of this machine, and not from loopback or in-process clients.
     ``assay serve`` passes True when it listens beyond loopback or with ``--require-auth``.
     See ``assay.server.auth``.
+
+    ``ingest_queue``: answer ddtrace's posts (experiment events, span intake) once they are
+    in the store's journal, and write them hundreds at a time (``assay serve
+    --ingest-queue``; see ``assay.store.sql.ingest.group``). Every other request waits
+    until the posts answered before it are written.
     """
     owned = backend is None
     store = backend if backend is not None else SqlBackend(database_url or default_database_url())
+    writer = ingest_writer(store)
+    writer.queue = ingest_queue
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Posts an earlier server answered from its journal and did not write.
+        await run_in_threadpool(writer.recover, decode)
         try:
             yield
         finally:
-            # Answer the ingest requests still queued before the store goes.
-            ingest_writer(store).stop()
+            # Answer the ingest requests still queued, and write those queued, before
+            # the store goes.
+            writer.stop()
             if owned:
                 store.close()
 

@@ -9,6 +9,12 @@ straight from its bytes (``model_validate_json``), checks the caller as ``authen
 does and hands the post to the same function the route calls (``accept_events``,
 ``accept_spans``), so the answer is the route's.
 
+With a queue (``assay serve --ingest-queue``), the lane hands the writer each post as it
+was sent (a ``JournalEntry``), so that the writer may answer it from its journal before
+writing it; ``decode`` reads such an entry again after a restart. Every other request
+waits until the posts answered before it are written (``IngestWriter.flush``), so that
+what the API reads, and what it changes, comes after them.
+
 Whatever the lane does not serve itself goes to the app with the body it read, unchanged:
 a body that does not validate (FastAPI then answers the 400 or 422 that names the field,
 as for every other route), another content type, a store replaced by a dependency
@@ -18,6 +24,7 @@ own exception handlers, as FastAPI would have.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Awaitable, Callable
@@ -28,11 +35,12 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from assay.server.api.events import accept_events
-from assay.server.api.intake import accept_spans
+from assay.server.api.events import accept_events, events_batch
+from assay.server.api.intake import accept_spans, span_batches, span_groups
 from assay.server.auth import request_access
 from assay.server.dependencies import get_backend, ingest_writer
 from assay.server.wire import EventsBody, IntakeEvent
+from assay.store.sql.ingest import Decoded, JournalEntry
 
 _PROXY = r"(?:/evp_proxy/v2)?"
 _EVENTS = re.compile(
@@ -51,17 +59,22 @@ class IngestLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        app: FastAPI = scope["app"]
+        if scope["method"] != "POST" or scope.get("root_path"):
+            await _after_queued(app)
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         events = _EVENTS.fullmatch(path)
-        app: FastAPI = scope["app"]
         if (
             (events is None and _INTAKE.fullmatch(path) is None)
             or get_backend in app.dependency_overrides
             or not _is_json(scope)
         ):
+            await _after_queued(app)
             await self.app(scope, receive, send)
             return
         body = await _body(receive)
@@ -85,11 +98,13 @@ class IngestLane:
             if isinstance(parsed, EventsBody):
                 assert events is not None
                 experiment_id = events["experiment_id"]
+                entry = JournalEntry("events", experiment_id, body)
                 response: Response = await accept_events(
-                    experiment_id, parsed, store, caller, writer
+                    experiment_id, parsed, store, caller, writer, entry=entry
                 )
             else:
-                response = await accept_spans(parsed, store, caller, writer)
+                entry = JournalEntry("spans", "", body)
+                response = await accept_spans(parsed, store, caller, writer, entry=entry)
         except Exception as error:
             handler = _handler(app, error)
             if handler is None:
@@ -97,6 +112,30 @@ class IngestLane:
             answer = handler(request, error)
             response = await answer if inspect.isawaitable(answer) else answer
         await response(scope, replay, send)
+
+
+def decode(entry: JournalEntry) -> Decoded:
+    """A journaled post made into batches again, as the lane made it when it came.
+
+    An experiment gone since is skipped, whichever post names it: there is nothing left
+    to write it to (``IngestWriter.recover`` logs it)."""
+    if entry.kind == "events":
+        batch = events_batch(EventsBody.model_validate_json(entry.body))
+        return Decoded({entry.key: batch}, skip_unknown=True)
+    if entry.kind == "spans":
+        groups, _ = span_groups(_SPAN_EVENTS.validate_json(entry.body))
+        return Decoded(span_batches(groups), skip_unknown=True)
+    raise ValueError(f"a journal entry of unknown kind {entry.kind!r}")
+
+
+async def _after_queued(app: FastAPI) -> None:
+    """Wait until every post answered so far is written (at once, without a queue)."""
+    store = getattr(app.state, "backend", None)
+    if store is None:
+        return
+    writer = ingest_writer(store)
+    if writer.queued:
+        await asyncio.wrap_future(writer.flush())
 
 
 def _is_json(scope: Scope) -> bool:

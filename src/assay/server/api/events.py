@@ -32,7 +32,7 @@ from assay.server.jsonapi import (
 from assay.server.wire import EventsBody
 from assay.store.records import EvaluationRecord, ExperimentFilter, ExperimentInfo, RowRecord
 from assay.store.sql.backend import SqlBackend
-from assay.store.sql.ingest import EventBatch, IngestError, IngestWriter
+from assay.store.sql.ingest import EventBatch, IngestError, IngestWriter, JournalEntry
 
 router = APIRouter(tags=["experiment events"])
 ingest_router = APIRouter(tags=["experiment events"])
@@ -60,24 +60,36 @@ async def post_events(
     return await accept_events(experiment_id, body, store, caller, writer)
 
 
+def events_batch(body: EventsBody) -> EventBatch:
+    """What an events post brings, for the store."""
+    attributes = body.data.attributes
+    return EventBatch(
+        spans=[span.incoming() for span in attributes.spans or []],
+        metrics=[metric.incoming() for metric in attributes.metrics or []],
+        tags=tuple(attributes.tags or ()),
+    )
+
+
 async def accept_events(
-    experiment_id: str, body: EventsBody, store: SqlBackend, caller: Access, writer: IngestWriter
+    experiment_id: str,
+    body: EventsBody,
+    store: SqlBackend,
+    caller: Access,
+    writer: IngestWriter,
+    *,
+    entry: JournalEntry | None = None,
 ) -> JsonApiResponse:
-    """Store an events post; the route's work, which the ingest lane (``lane``) shares."""
+    """Store an events post; the route's work, which the ingest lane (``lane``) shares.
+    ``entry`` (the post as sent) lets a writer with a queue answer before writing it."""
     # Async, and written by the store's group-commit writer: a thread-pool hop and a
     # transaction of its own for every small post were most of its cost.
     if caller.limited:
         await run_in_threadpool(
             caller.check_experiment, store, experiment_id, parameter="experiment_id"
         )
-    attributes = body.data.attributes
-    batch = EventBatch(
-        spans=[span.incoming() for span in attributes.spans or []],
-        metrics=[metric.incoming() for metric in attributes.metrics or []],
-        tags=tuple(attributes.tags or ()),
-    )
+    batch = events_batch(body)
     try:
-        ingested = await asyncio.wrap_future(writer.submit({experiment_id: batch}))
+        ingested = await asyncio.wrap_future(writer.submit({experiment_id: batch}, entry=entry))
     except ExperimentNotFoundError as error:
         raise not_found(str(error), parameter="experiment_id") from error
     except IngestError as error:

@@ -30,6 +30,7 @@ from assay.store.sql.ingest import (
     IngestError,
     IngestResult,
     IngestWriter,
+    JournalEntry,
 )
 from assay.store.sql.ingest.model import tag_dict
 from assay.store.sql.lookups import experiment_projects
@@ -45,32 +46,55 @@ async def post_spans(
     return await accept_spans(events, store, caller, writer)
 
 
-async def accept_spans(
-    events: list[IntakeEvent], store: SqlBackend, caller: Access, writer: IngestWriter
-) -> JsonApiResponse:
-    """Store a span intake post; the route's work, which the ingest lane (``lane``) shares."""
-    # Async and group-committed, as the experiment events post (see there).
-    groups: dict[str, list[tuple[int, int, IncomingSpan]]] = defaultdict(list)
-    total = ignored = 0
+Placed = tuple[int, int, IncomingSpan]
+"""A span with the positions of its event and of itself in that event."""
+
+
+def span_groups(events: list[IntakeEvent]) -> tuple[dict[str, list[Placed]], int]:
+    """The spans of a span intake post by experiment, and how many name no experiment."""
+    groups: dict[str, list[Placed]] = defaultdict(list)
+    without = 0
     for event_index, event in enumerate(events):
         for span_index, span in enumerate(event.spans or []):
-            total += 1
             experiment_id = tag_dict(span.tags or []).get("experiment_id")
             if experiment_id:
                 groups[experiment_id].append((event_index, span_index, span.incoming()))
             else:
-                ignored += 1
+                without += 1
+    return groups, without
+
+
+def span_batches(groups: dict[str, list[Placed]]) -> dict[str, EventBatch]:
+    return {key: EventBatch(spans=[item[2] for item in items]) for key, items in groups.items()}
+
+
+async def accept_spans(
+    events: list[IntakeEvent],
+    store: SqlBackend,
+    caller: Access,
+    writer: IngestWriter,
+    *,
+    entry: JournalEntry | None = None,
+) -> JsonApiResponse:
+    """Store a span intake post; the route's work, which the ingest lane (``lane``) shares.
+    ``entry`` (the post as sent) lets a writer with a queue answer before writing it."""
+    # Async and group-committed, as the experiment events post (see there).
+    groups, ignored = span_groups(events)
+    total = ignored + sum(len(items) for items in groups.values())
     if caller.limited:
+        # What is journaled is the post as sent: one of which some spans are left out
+        # is written before it is answered.
+        entry = None
         owners = await run_in_threadpool(experiment_projects, store.engine, sorted(groups))
         for experiment_id in sorted(groups):
             if not caller.sees(owners.get(experiment_id, "")):
                 _ignore(experiment_id, len(groups[experiment_id]))
                 ignored += len(groups.pop(experiment_id))
-    batches = {key: EventBatch(spans=[item[2] for item in items]) for key, items in groups.items()}
+    batches = span_batches(groups)
     if not batches:
         return _answer(total=total, ignored=ignored, results={})
     try:
-        ingested = await asyncio.wrap_future(writer.submit(batches, skip_unknown=True))
+        ingested = await asyncio.wrap_future(writer.submit(batches, skip_unknown=True, entry=entry))
     except IngestError as error:
         items = groups[error.experiment_id or ""]
         if error.index is None or error.experiment_id is None:
@@ -94,6 +118,7 @@ def _answer(*, total: int, ignored: int, results: dict[str, IngestResult]) -> Js
         "stored": sum(result.spans for result in results.values()),
         "duplicates": sum(result.duplicate_spans for result in results.values()),
         "ignored": ignored,
+        "queued": sum(result.queued for result in results.values()),
     }
     return JsonApiResponse({"meta": meta}, status_code=202)
 

@@ -16,7 +16,7 @@ from sqlalchemy.pool import StaticPool
 from assay.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0015"
+HEAD_REVISION = "0016"
 """The newest migration; a test checks it against the migrations folder. Knowing it here
 lets an up-to-date store open without importing Alembic at all."""
 _migrated: set[str] = set()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -582,4 +583,20 @@ baselines = Table(
     Column("dataset_id", String(36), ForeignKey("datasets.id"), primary_key=True),
     Column("experiment_id", String(36), ForeignKey("experiments.id"), nullable=False),
     Column("set_at", DateTime(timezone=True), nullable=False),
+)
+
+# The ddtrace posts a server with a queue (``assay serve --ingest-queue``) has answered but
+# not written yet, as the client sent them: the ingest writer stores each one here before
+# answering, then writes many of them at once and deletes them in that same transaction.
+# What a stopped or killed server leaves here is written when it starts again.
+ingest_journal = Table(
+    "ingest_journal",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    # "events" (an experiment events post, ``key`` its experiment) or "spans" (the intake).
+    Column("kind", String(16), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    # Why writing it failed, when it did: it stays, and is tried again at the next start.
+    Column("error", Text, nullable=True),
 )

@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import Engine
 
 from assay.store.sql.ingest.group import Ingested, IngestWriter, write_batches
+from assay.store.sql.ingest.journal import Decoded, JournalEntry
 from assay.store.sql.ingest.model import (
     EventBatch,
     IncomingMetric,
@@ -60,6 +61,7 @@ from assay.store.sql.ingest.model import (
 from assay.store.sql.ingest.write import ensure_runs
 
 __all__ = [
+    "Decoded",
     "EventBatch",
     "IncomingMetric",
     "IncomingSpan",
@@ -67,6 +69,7 @@ __all__ = [
     "IngestResult",
     "IngestWriter",
     "Ingested",
+    "JournalEntry",
     "ensure_runs",
     "ingest_batches",
     "ingest_events",

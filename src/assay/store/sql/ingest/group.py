@@ -16,10 +16,19 @@ job is written again on its own, so that the error reaches only the request that
 it. On SQLite the writer copies the groups' pages from the write-ahead log into the
 database after answering their requests (``_checkpoint``), as often as ``CheckpointPace``
 lets it.
+
+**With a queue** (``IngestWriter(queue=True)``, ``assay serve --ingest-queue``), a post
+that came with its ``JournalEntry`` is answered once it is checked and stored in the
+journal (``assay.store.sql.ingest.journal``), and written later with up to ``APPLY_AT``
+others: when that many wait, when no post has come for ``LINGER_SECONDS``, before any
+post without an entry, and when ``flush`` asks. Its answer then counts what it brought
+(``IngestResult.queued``), not what was stored. A post that fails when it is written
+stays in the journal with its error, and is tried again by ``recover``.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import threading
@@ -34,7 +43,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from assay.errors import ExperimentNotFoundError
+from assay.store.sql.ingest import journal
 from assay.store.sql.ingest.followup import adopt_pending, pending_span_ids, roll_up
+from assay.store.sql.ingest.journal import Decoder, JournalEntry
 from assay.store.sql.ingest.model import EventBatch, IngestError, IngestResult
 from assay.store.sql.ingest.plan import ExperimentRef, Plan, plan_batch
 from assay.store.sql.ingest.write import (
@@ -54,6 +65,11 @@ MAX_REMEMBERED = 1_000
 """Experiments a writer remembers; more, and it forgets them all."""
 IDLE_SECONDS = 5.0
 """A writer with nothing to do for this long ends its thread; the next job starts one."""
+APPLY_AT = 256
+"""Queued posts written in one transaction, at most. ddtrace's posts (6 records) shared
+most index pages at a few hundred a transaction, and a read waits for one such write."""
+LINGER_SECONDS = 0.02
+"""With posts queued and none coming for this long, the writer writes them."""
 CHECKPOINT_SPACING = 2.0
 """A checkpoint waits until twice the last one's duration has passed since it ended: at
 most a third of the writer's time goes to checkpoints (see ``CheckpointPace``)."""
@@ -86,6 +102,14 @@ class Memory:
             self.runs.clear()
 
 
+class _Step(enum.Enum):
+    """What one turn of the writer committed."""
+
+    NOTHING = enum.auto()
+    JOURNALED = enum.auto()
+    WROTE = enum.auto()
+
+
 @dataclass(slots=True)
 class _Job:
     batches: Mapping[str, EventBatch]
@@ -93,6 +117,12 @@ class _Job:
     future: Future[Ingested] = field(default_factory=Future)
     plans: list[Plan] = field(default_factory=list)
     outcome: Ingested = field(default_factory=Ingested)
+    entry: JournalEntry | None = None
+    """The post as sent, which lets a writer with a queue journal it."""
+    seq: int | None = None
+    """Its journal row, once journaled: deleted in the transaction that writes it."""
+    planned: bool = False
+    """Checked when it was journaled: its plans (and skipped experiments) stand."""
 
 
 def write_batches(
@@ -111,37 +141,59 @@ class IngestWriter:
     and a writer must not keep a closed store alive.
     """
 
-    def __init__(self, engine: Engine, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, engine: Engine, *, max_group: int = MAX_GROUP, queue: bool = False) -> None:
         self._engine = weakref.ref(engine)
         self.max_group = max_group
+        self.queue = queue
+        """Answer posts that come with a journal entry before writing them."""
+        self.apply_at = APPLY_AT
+        self.linger = LINGER_SECONDS
         self._jobs: list[_Job] = []
+        self._backlog: list[_Job] = []
+        """Journaled and answered, not written yet: only the writer thread changes it."""
+        self._flushes: list[Future[None]] = []
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._memory = Memory()
         self._pace = CheckpointPace()
 
+    @property
+    def queued(self) -> int:
+        """Posts answered and not written yet (0 without a queue)."""
+        return len(self._backlog)
+
     def submit(
-        self, batches: Mapping[str, EventBatch], *, skip_unknown: bool = False
+        self,
+        batches: Mapping[str, EventBatch],
+        *,
+        skip_unknown: bool = False,
+        entry: JournalEntry | None = None,
     ) -> Future[Ingested]:
-        """Queue one request's batches; the future is done once they are committed.
+        """Queue one request's batches; the future is done once they are committed (to the
+        journal, if this writer has a queue and the post came with its ``entry``).
 
         Its exception is what writing them alone would raise: ``IngestError``,
         ``ExperimentNotFoundError`` (unless ``skip_unknown``), or a database error.
         """
-        job = _Job(batches, skip_unknown)
+        job = _Job(batches, skip_unknown, entry=entry)
         with self._condition:
             self._jobs.append(job)
-            if self._thread is None:
-                # Started on demand and ended when idle: an app that is never shut down
-                # (a test client used without ``with``) leaves no thread behind.
-                self._thread = threading.Thread(
-                    target=self._run, name="assay-ingest-writer", daemon=True
-                )
-                self._thread.start()
-            else:
-                self._condition.notify()
+            self._wake()
         return job.future
+
+    def flush(self) -> Future[None]:
+        """A future done once every post answered so far is written: what a read must
+        wait for to see them all."""
+        future: Future[None] = Future()
+        with self._condition:
+            if not self._backlog:
+                # Empty: a post leaves the backlog only after its rows are committed.
+                future.set_result(None)
+                return future
+            self._flushes.append(future)
+            self._wake()
+        return future
 
     def stop(self) -> None:
         """Write what is queued and end the thread (a later ``submit`` starts another)."""
@@ -154,34 +206,78 @@ class IngestWriter:
         with self._condition:
             self._stopping = False
 
+    def recover(self, decode: Decoder) -> int:
+        """Write the posts an earlier server answered and left in the journal (stopped
+        before writing them, killed, or refused by the store); returns how many were
+        written. Run it before serving: it writes in the calling thread."""
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("The store was closed")
+        with engine.connect() as connection:
+            left = list(journal.entries(connection))
+        jobs = []
+        for seq, entry in left:
+            try:
+                decoded = decode(entry)
+            except Exception as error:
+                logger.error("ingest journal: post %d cannot be read again: %s", seq, error)
+                with engine.begin() as connection:
+                    journal.note_failure(connection, seq, error)
+                continue
+            jobs.append(_Job(decoded.batches, decoded.skip_unknown, seq=seq))
+        for start in range(0, len(jobs), self.apply_at):
+            part = jobs[start : start + self.apply_at]
+            _write_group(engine, part, self._memory)
+            _keep_failed(engine, part)
+        written = 0
+        for job in jobs:
+            if job.future.exception() is None:
+                written += 1
+                for key in job.future.result().unknown:
+                    logger.warning("ingest journal: post %s: no experiment %s", job.seq, key)
+        if left:
+            logger.info(
+                "ingest journal: %d post(s) answered by an earlier server written, %d kept",
+                written,
+                len(left) - written,
+            )
+        return written
+
+    def _wake(self) -> None:
+        """Start the thread, or wake it (the caller holds the condition)."""
+        if self._thread is None:
+            # Started on demand and ended when idle: an app that is never shut down
+            # (a test client used without ``with``) leaves no thread behind.
+            self._thread = threading.Thread(
+                target=self._run, name="assay-ingest-writer", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._condition.notify()
+
     def _run(self) -> None:
-        behind = False  # a group was answered since the last checkpoint
+        behind = False  # a transaction was committed since the last checkpoint
         while True:
             with self._condition:
-                if not self._jobs and not self._stopping:
-                    # A checkpoint the pace put off is done once it is due, or at once
-                    # when the writer stops, if no request came meanwhile.
-                    wait = min(self._pace.due_in(), IDLE_SECONDS) if behind else IDLE_SECONDS
-                    self._condition.wait(wait)
+                if not self._jobs and not self._stopping and not self._flushes:
+                    self._condition.wait(self._idle_wait(behind))
                 group = self._jobs[: self.max_group]
                 del self._jobs[: self.max_group]
-                if not group and not behind:
+                flushes, self._flushes = self._flushes, []
+                stopping = self._stopping
+                if not (group or flushes or self._backlog or behind):
                     self._thread = None
                     return
-            if not group:
-                engine = self._engine()
-                if engine is not None:
-                    self._pace.run(functools.partial(_checkpoint, engine), due=True)
-                del engine
-                behind = False
-                continue
             engine = self._engine()
             if engine is None:
                 for job in group:
                     job.future.set_exception(RuntimeError("The store was closed"))
+                self._backlog.clear()  # their journal rows stay, for the next start
+                for flush in flushes:
+                    flush.set_result(None)
                 continue
             try:
-                _write_group(engine, group, self._memory)
+                step = self._step(engine, group, write_all=stopping or bool(flushes))
             except Exception as error:
                 # Not a request's error (those reach their futures): a fault of the writer
                 # itself. Its group fails; the thread lives on for the next requests.
@@ -189,9 +285,116 @@ class IngestWriter:
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(error)
+                step = _Step.WROTE
+            for flush in flushes:
+                flush.set_result(None)
             if serializes_writers(engine):
-                behind = not self._pace.run(functools.partial(_checkpoint, engine))
+                if step is _Step.WROTE:
+                    behind = not self._pace.run(functools.partial(_checkpoint, engine))
+                elif step is _Step.JOURNALED:
+                    # A few pages: copied with the next write's, not on their own.
+                    behind = True
+                elif behind and not group:
+                    # A checkpoint the pace put off is done once it is due, or at once
+                    # when the writer stops, if no request came meanwhile.
+                    self._pace.run(functools.partial(_checkpoint, engine), due=True)
+                    behind = False
             del engine
+
+    def _idle_wait(self, behind: bool) -> float:
+        if self._backlog:
+            return self.linger
+        return min(self._pace.due_in(), IDLE_SECONDS) if behind else IDLE_SECONDS
+
+    def _step(self, engine: Engine, group: list[_Job], *, write_all: bool) -> _Step:
+        """Journal the group, or write it (after the queued posts, which come first);
+        write the queued posts when they are due."""
+        journaled = (
+            bool(group)
+            and self.queue
+            and not write_all
+            and all(job.entry is not None for job in group)
+        )
+        if journaled:
+            pairs = _journal(engine, group, self._memory)
+            self._backlog.extend(write for _, write in pairs)
+            # Answered once in the backlog: a read that finds none queued (``flush``) must
+            # find every answered post written.
+            _answer_queued([job for job, _ in pairs])
+            group = []
+        due = len(self._backlog)
+        if journaled and not write_all and due < self.apply_at:
+            return _Step.JOURNALED
+        applied = self._backlog[:due]
+        if not (applied or group):
+            return _Step.JOURNALED if journaled else _Step.NOTHING
+        try:
+            _write_group(engine, [*applied, *group], self._memory)
+        finally:
+            # Written, kept in the journal with their error, or (a fault of the writer)
+            # left there for the next start: not queued here any more.
+            del self._backlog[:due]
+        _keep_failed(engine, applied)
+        return _Step.WROTE
+
+
+def _journal(engine: Engine, jobs: Sequence[_Job], memory: Memory) -> list[tuple[_Job, _Job]]:
+    """Check these jobs and journal those that pass, in one transaction (a job that fails
+    gets its error). Returns each journaled job with the job that will write it."""
+    live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+
+    def work(connection: Connection) -> list[tuple[_Job, int]]:
+        experiments: dict[str, ExperimentRef | None] = dict(memory.experiments)
+        passed = [job for job in live if _check(connection, job, experiments)]
+        seqs = journal.append(connection, [job.entry for job in passed if job.entry is not None])
+        memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
+        return list(zip(passed, seqs, strict=True))
+
+    try:
+        journaled = in_transaction(engine, work)
+    except Exception as error:
+        for job in live:
+            if not job.future.done():
+                job.future.set_exception(error)
+        return []
+    return [
+        (
+            job,
+            _Job(
+                job.batches,
+                job.skip_unknown,
+                plans=job.plans,
+                outcome=Ingested(unknown=list(job.outcome.unknown)),
+                seq=seq,
+                planned=True,
+            ),
+        )
+        for job, seq in journaled
+    ]
+
+
+def _answer_queued(jobs: Sequence[_Job]) -> None:
+    """Answer journaled jobs with what each brought: nothing of it is stored yet."""
+    for job in jobs:
+        results = {
+            plan.experiment.id: IngestResult(queued=len(plan.span_rows) + len(plan.metrics))
+            for plan in job.plans
+        }
+        job.future.set_result(Ingested(results=results, unknown=job.outcome.unknown))
+
+
+def _keep_failed(engine: Engine, jobs: Sequence[_Job]) -> None:
+    """Note, on their journal rows, why journaled posts could not be written."""
+    for job in jobs:
+        error = job.future.exception()
+        if error is None or job.seq is None:
+            continue
+        logger.error("ingest journal: post %d kept, as it could not be written: %s", job.seq, error)
+        try:
+            with engine.begin() as connection:
+                journal.note_failure(connection, job.seq, error)
+        except SQLAlchemyError as failure:
+            logger.warning("could not note the failure of journaled post %d: %s", job.seq, failure)
 
 
 def _write_group(engine: Engine, jobs: Sequence[_Job], memory: Memory | None = None) -> None:
@@ -286,7 +489,7 @@ def _checkpoint(engine: Engine) -> None:
 
 
 def _write_alone(engine: Engine, job: _Job, memory: Memory) -> None:
-    retry = _Job(job.batches, job.skip_unknown)
+    retry = _Job(job.batches, job.skip_unknown, seq=job.seq)  # checked anew
     _write_group(engine, [retry], memory)
     error = retry.future.exception()
     if error is not None:
@@ -298,23 +501,12 @@ def _write_alone(engine: Engine, job: _Job, memory: Memory) -> None:
 def _plan_and_write(connection: Connection, jobs: Sequence[_Job], memory: Memory) -> list[_Job]:
     """Check every job (failing those that do not pass), then write the others."""
     experiments: dict[str, ExperimentRef | None] = dict(memory.experiments)
-    written = []
-    for job in jobs:
-        if job.future.done():
-            continue  # failed its checks in an earlier attempt of this transaction
-        job.plans, job.outcome = [], Ingested()
-        try:
-            for key, batch in sorted(job.batches.items()):
-                try:
-                    job.plans.append(plan_batch(connection, key, batch, known=experiments))
-                except ExperimentNotFoundError:
-                    if not job.skip_unknown:
-                        raise
-                    job.outcome.unknown.append(key)
-        except (IngestError, ExperimentNotFoundError) as error:
-            job.future.set_exception(error)
-            continue
-        written.append(job)
+    written = [
+        job
+        for job in jobs
+        # Done: failed its checks in an earlier attempt of this transaction.
+        if not job.future.done() and (job.planned or _check(connection, job, experiments))
+    ]
     # Each experiment's write ends by updating its row (the counters), which PostgreSQL
     # locks until the commit. Two transactions that lock two experiments in opposite
     # orders deadlock, so every transaction takes them in id order.
@@ -339,9 +531,28 @@ def _plan_and_write(connection: Connection, jobs: Sequence[_Job], memory: Memory
             if trace_ids:
                 roll_up(connection, experiment_id=experiment_id, trace_ids=trace_ids)
         state.count(connection)
+    # Journaled posts leave the journal as they are written: never both, never neither.
+    journal.remove(connection, [job.seq for job in written if job.seq is not None])
     memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
     memory.pending_runs = state.runs
     return written
+
+
+def _check(connection: Connection, job: _Job, experiments: dict[str, ExperimentRef | None]) -> bool:
+    """Plan a job's batches; a job that fails its checks gets its error."""
+    job.plans, job.outcome = [], Ingested()
+    try:
+        for key, batch in sorted(job.batches.items()):
+            try:
+                job.plans.append(plan_batch(connection, key, batch, known=experiments))
+            except ExperimentNotFoundError:
+                if not job.skip_unknown:
+                    raise
+                job.outcome.unknown.append(key)
+    except (IngestError, ExperimentNotFoundError) as error:
+        job.future.set_exception(error)
+        return False
+    return True
 
 
 def _by_experiment(jobs: Sequence[_Job]) -> dict[str, list[tuple[_Job, Plan]]]:

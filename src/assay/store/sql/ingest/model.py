@@ -120,7 +120,8 @@ class EventBatch:
 @dataclass(slots=True)
 class IngestResult:
     """What one call stored. ``pending`` metrics wait for their span; duplicates were
-    already stored; ``updated`` metrics replaced an earlier post of the same key."""
+    already stored; ``updated`` metrics replaced an earlier post of the same key;
+    ``queued`` items wait in the journal."""
 
     spans: int = 0
     duplicate_spans: int = 0
@@ -129,6 +130,9 @@ class IngestResult:
     pending: int = 0
     updated: int = 0
     duplicate_metrics: int = 0
+    queued: int = 0
+    """Spans and metrics answered from the journal (``IngestWriter`` with a queue): none of
+    the counts above is known until they are written."""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,96 @@
+"""The journal of posts answered before they are written (``IngestWriter`` with a queue).
+
+A small post costs the database far more written alone than written with hundreds of
+others: each one touches a page of every index whose keys are random (span ids), and a
+few hundred posts share most of those pages. While a server answers each post only once
+its rows are committed, it never holds more posts than it has clients waiting. With a
+queue, the writer stores each checked post here as the client sent it (one row, in one
+short transaction for every post waiting), answers it, and later writes many posts at
+once, deleting their journal rows in the same transaction. So a post is either in the
+journal or written, never both and never neither; a row a killed server leaves behind is
+written when the server starts again (``IngestWriter.recover``), and writing a post twice
+stores it once (``assay.store.sql.ingest``: every span and metric has a unique key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from assay.store.sql.bulk import chunks
+from assay.store.sql.ingest.model import EventBatch
+from assay.store.sql.tables import ingest_journal
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A post as its client sent it: enough to check and write it again after a restart."""
+
+    kind: str
+    """``"events"`` (an experiment events post) or ``"spans"`` (the span intake)."""
+    key: str
+    """The events post's experiment id; empty for the span intake."""
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A journal entry made into what ``IngestWriter.submit`` takes."""
+
+    batches: Mapping[str, EventBatch]
+    skip_unknown: bool
+
+
+class Decoder(Protocol):
+    """Makes a journal entry into batches again; the server's, which parsed it first."""
+
+    def __call__(self, entry: JournalEntry) -> Decoded: ...
+
+
+_INSERT = "INSERT INTO ingest_journal (kind, key, body) VALUES (?, ?, ?)"
+
+
+def append(connection: Connection, entries: Sequence[JournalEntry]) -> list[int]:
+    """Store these entries; returns their sequence numbers, in order."""
+    if not entries:
+        return []
+    if connection.dialect.name == "sqlite":
+        # One plain insert each, numbered by the driver: the generic form (a multi-row
+        # insert returning the numbers) cost more than writing the posts.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        seqs = []
+        for entry in entries:
+            cursor.execute(_INSERT, (entry.kind, entry.key, entry.body))
+            seqs.append(cursor.lastrowid)
+        return seqs
+    rows = connection.execute(
+        insert(ingest_journal).returning(ingest_journal.c.seq, sort_by_parameter_order=True),
+        [{"kind": entry.kind, "key": entry.key, "body": entry.body} for entry in entries],
+    )
+    return [row.seq for row in rows]
+
+
+def remove(connection: Connection, seqs: Sequence[int]) -> None:
+    """Delete the entries just written (in the transaction that wrote them)."""
+    for chunk in chunks(sorted(seqs)):
+        connection.execute(delete(ingest_journal).where(ingest_journal.c.seq.in_(list(chunk))))
+
+
+def note_failure(connection: Connection, seq: int, error: BaseException) -> None:
+    """Keep an entry that could not be written, with why: the next start tries it again."""
+    message = f"{type(error).__name__}: {error}"
+    connection.execute(
+        update(ingest_journal).where(ingest_journal.c.seq == seq).values(error=message)
+    )
+
+
+def entries(connection: Connection) -> Iterator[tuple[int, JournalEntry]]:
+    """Every entry, oldest first."""
+    query = select(
+        ingest_journal.c.seq, ingest_journal.c.kind, ingest_journal.c.key, ingest_journal.c.body
+    ).order_by(ingest_journal.c.seq)
+    for row in connection.execute(query):
+        yield row.seq, JournalEntry(row.kind, row.key, bytes(row.body))
