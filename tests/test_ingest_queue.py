@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from assay.server import create_app
 from assay.server.dependencies import ingest_writer
@@ -45,8 +45,15 @@ def queued(backend: SqlBackend) -> Iterator[TestClient]:
         yield test_client
 
 
+def journal_of(backend: SqlBackend) -> Engine:
+    """The store's journal: a file beside a SQLite store, a table of a PostgreSQL one."""
+    engine = ingest_journal.open_journal(backend.engine, create=True)
+    assert engine is not None
+    return engine
+
+
 def journaled(backend: SqlBackend) -> int:
-    with backend.engine.connect() as connection:
+    with journal_of(backend).connect() as connection:
         return int(connection.execute(select(func.count()).select_from(journal_table)).scalar())
 
 
@@ -204,7 +211,7 @@ def test_posts_left_in_the_journal_are_written_at_the_next_start(backend: SqlBac
     }
     spans = [{"event_type": "span", "spans": [root_span(experiment_id, records[0], 1, "7")]}]
     # What a killed server leaves: posts in the journal, nothing written.
-    with backend.engine.begin() as connection:
+    with journal_of(backend).begin() as connection:
         ingest_journal.append(
             connection,
             [
@@ -219,7 +226,7 @@ def test_posts_left_in_the_journal_are_written_at_the_next_start(backend: SqlBac
         assert [(e.label, e.value) for e in row.evaluations] == [("score", 0.7)]
         # The post no store can read again stays, with why; the one of a gone experiment
         # is dropped, as the span intake drops spans of unknown experiments.
-        with backend.engine.connect() as connection:
+        with journal_of(backend).connect() as connection:
             [(kind, error)] = connection.execute(
                 select(journal_table.c.kind, journal_table.c.error)
             ).all()
@@ -227,7 +234,7 @@ def test_posts_left_in_the_journal_are_written_at_the_next_start(backend: SqlBac
         assert error is not None and "ValidationError" in error
         # Written again by a later start (here: the same post, already stored), no duplicate.
         call(client, "GET", f"{API}/experiments/{experiment_id}")
-    with backend.engine.begin() as connection:
+    with journal_of(backend).begin() as connection:
         ingest_journal.append(connection, [JournalEntry("spans", "", json.dumps(spans).encode())])
     with TestClient(create_app(backend=backend, ingest_queue=True)):
         assert len(backend.experiment_rows(experiment_id)) == 1
@@ -258,7 +265,7 @@ def test_a_post_that_cannot_be_written_stays_in_the_journal_with_its_error(
         connection.exec_driver_sql(f"DELETE FROM experiments WHERE id = '{experiment_id}'")
     writer.flush().result(timeout=60)
     writer.stop()
-    with backend.engine.connect() as connection:
+    with journal_of(backend).connect() as connection:
         [error] = connection.execute(select(journal_table.c.error)).scalars().all()
     assert error is not None
 

@@ -28,7 +28,6 @@ stays in the journal with its error, and is tried again by ``recover``.
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 import threading
@@ -102,14 +101,6 @@ class Memory:
             self.runs.clear()
 
 
-class _Step(enum.Enum):
-    """What one turn of the writer committed."""
-
-    NOTHING = enum.auto()
-    JOURNALED = enum.auto()
-    WROTE = enum.auto()
-
-
 @dataclass(slots=True)
 class _Job:
     batches: Mapping[str, EventBatch]
@@ -135,7 +126,8 @@ def write_batches(
 
 
 class IngestWriter:
-    """One writer thread per store, fed by the request handlers (see the module docstring).
+    """One writer thread per store, fed by the request handlers (see the module docstring),
+    and with a queue, a second thread that writes the queued posts.
 
     It holds its engine weakly: the server keeps writers in a registry keyed by engine,
     and a writer must not keep a closed store alive.
@@ -145,18 +137,27 @@ class IngestWriter:
         self._engine = weakref.ref(engine)
         self.max_group = max_group
         self.queue = queue
-        """Answer posts that come with a journal entry before writing them."""
+        """Answer posts that come with a journal entry before writing them (not on an
+        in-memory store, which has no journal)."""
         self.apply_at = APPLY_AT
         self.linger = LINGER_SECONDS
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
+        """Wakes the writer thread: a job, or stop."""
+        self._due = threading.Condition(self._lock)
+        """Wakes the thread that writes queued posts: one more, a flush, or stop."""
         self._jobs: list[_Job] = []
         self._backlog: list[_Job] = []
-        """Journaled and answered, not written yet: only the writer thread changes it."""
+        """Journaled and answered, not written yet, oldest first."""
         self._flushes: list[Future[None]] = []
-        self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._applier: threading.Thread | None = None
         self._stopping = False
         self._memory = Memory()
+        self._applier_memory = Memory()
         self._pace = CheckpointPace()
+        self._applier_pace = CheckpointPace()
+        self._journal: Engine | None = None
 
     @property
     def queued(self) -> int:
@@ -177,34 +178,48 @@ class IngestWriter:
         ``ExperimentNotFoundError`` (unless ``skip_unknown``), or a database error.
         """
         job = _Job(batches, skip_unknown, entry=entry)
-        with self._condition:
+        with self._lock:
             self._jobs.append(job)
-            self._wake()
+            if self._thread is None:
+                # Started on demand and ended when idle: an app that is never shut down
+                # (a test client used without ``with``) leaves no thread behind.
+                self._thread = _start(self._run, "assay-ingest-writer")
+            else:
+                self._condition.notify()
         return job.future
 
     def flush(self) -> Future[None]:
         """A future done once every post answered so far is written: what a read must
         wait for to see them all."""
         future: Future[None] = Future()
-        with self._condition:
+        with self._lock:
             if not self._backlog:
                 # Empty: a post leaves the backlog only after its rows are committed.
                 future.set_result(None)
                 return future
             self._flushes.append(future)
-            self._wake()
+            self._due.notify()
         return future
 
     def stop(self) -> None:
-        """Write what is queued and end the thread (a later ``submit`` starts another)."""
-        with self._condition:
+        """Write what is queued and end the threads (a later ``submit`` starts them again)."""
+        with self._lock:
             self._stopping = True
             thread = self._thread
             self._condition.notify()
         if thread is not None:
-            thread.join()
-        with self._condition:
+            thread.join()  # it hands its last posts over to the applier, or writes them
+        with self._lock:
+            applier = self._applier
+            self._due.notify()
+        if applier is not None:
+            applier.join()
+        with self._lock:
             self._stopping = False
+            journal_engine, self._journal = self._journal, None
+        engine = self._engine()
+        if journal_engine is not None and journal_engine is not engine:
+            journal_engine.dispose()
 
     def recover(self, decode: Decoder) -> int:
         """Write the posts an earlier server answered and left in the journal (stopped
@@ -213,7 +228,17 @@ class IngestWriter:
         engine = self._engine()
         if engine is None:
             raise RuntimeError("The store was closed")
-        with engine.connect() as connection:
+        journal_engine = journal.open_journal(engine, create=False)
+        if journal_engine is None:
+            return 0
+        try:
+            return self._recover(engine, journal_engine, decode)
+        finally:
+            if journal_engine is not engine:
+                journal_engine.dispose()
+
+    def _recover(self, engine: Engine, journal_engine: Engine, decode: Decoder) -> int:
+        with journal_engine.connect() as connection:
             left = list(journal.entries(connection))
         jobs = []
         for seq, entry in left:
@@ -221,14 +246,12 @@ class IngestWriter:
                 decoded = decode(entry)
             except Exception as error:
                 logger.error("ingest journal: post %d cannot be read again: %s", seq, error)
-                with engine.begin() as connection:
+                with journal_engine.begin() as connection:
                     journal.note_failure(connection, seq, error)
                 continue
             jobs.append(_Job(decoded.batches, decoded.skip_unknown, seq=seq))
         for start in range(0, len(jobs), self.apply_at):
-            part = jobs[start : start + self.apply_at]
-            _write_group(engine, part, self._memory)
-            _keep_failed(engine, part)
+            _write_queued(engine, journal_engine, jobs[start : start + self.apply_at], self._memory)
         written = 0
         for job in jobs:
             if job.future.exception() is None:
@@ -243,41 +266,31 @@ class IngestWriter:
             )
         return written
 
-    def _wake(self) -> None:
-        """Start the thread, or wake it (the caller holds the condition)."""
-        if self._thread is None:
-            # Started on demand and ended when idle: an app that is never shut down
-            # (a test client used without ``with``) leaves no thread behind.
-            self._thread = threading.Thread(
-                target=self._run, name="assay-ingest-writer", daemon=True
-            )
-            self._thread.start()
-        else:
-            self._condition.notify()
-
     def _run(self) -> None:
-        behind = False  # a transaction was committed since the last checkpoint
+        behind = False  # a write was committed since the last checkpoint
         while True:
-            with self._condition:
-                if not self._jobs and not self._stopping and not self._flushes:
-                    self._condition.wait(self._idle_wait(behind))
+            with self._lock:
+                if not self._jobs and not self._stopping:
+                    wait = min(self._pace.due_in(), IDLE_SECONDS) if behind else IDLE_SECONDS
+                    self._condition.wait(wait)
                 group = self._jobs[: self.max_group]
                 del self._jobs[: self.max_group]
-                flushes, self._flushes = self._flushes, []
-                stopping = self._stopping
-                if not (group or flushes or self._backlog or behind):
+                if not group and not behind:
                     self._thread = None
                     return
             engine = self._engine()
             if engine is None:
                 for job in group:
                     job.future.set_exception(RuntimeError("The store was closed"))
-                self._backlog.clear()  # their journal rows stay, for the next start
-                for flush in flushes:
-                    flush.set_result(None)
+                continue
+            if not group:
+                # A checkpoint the pace put off is done once it is due, or at once when
+                # the writer stops, if no request came meanwhile.
+                self._pace.run(functools.partial(_checkpoint, engine), due=True)
+                behind = False
                 continue
             try:
-                step = self._step(engine, group, write_all=stopping or bool(flushes))
+                wrote = self._step(engine, group)
             except Exception as error:
                 # Not a request's error (those reach their futures): a fault of the writer
                 # itself. Its group fails; the thread lives on for the next requests.
@@ -285,73 +298,94 @@ class IngestWriter:
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(error)
-                step = _Step.WROTE
-            for flush in flushes:
-                flush.set_result(None)
-            if serializes_writers(engine):
-                if step is _Step.WROTE:
-                    behind = not self._pace.run(functools.partial(_checkpoint, engine))
-                elif step is _Step.JOURNALED:
-                    # A few pages: copied with the next write's, not on their own.
-                    behind = True
-                elif behind and not group:
-                    # A checkpoint the pace put off is done once it is due, or at once
-                    # when the writer stops, if no request came meanwhile.
-                    self._pace.run(functools.partial(_checkpoint, engine), due=True)
-                    behind = False
+                wrote = True
+            if wrote and serializes_writers(engine):
+                behind = not self._pace.run(functools.partial(_checkpoint, engine))
             del engine
 
-    def _idle_wait(self, behind: bool) -> float:
-        if self._backlog:
-            return self.linger
-        return min(self._pace.due_in(), IDLE_SECONDS) if behind else IDLE_SECONDS
-
-    def _step(self, engine: Engine, group: list[_Job], *, write_all: bool) -> _Step:
-        """Journal the group, or write it (after the queued posts, which come first);
-        write the queued posts when they are due."""
-        journaled = (
-            bool(group)
-            and self.queue
-            and not write_all
+    def _step(self, engine: Engine, group: list[_Job]) -> bool:
+        """Journal the group and hand it to the applier, or write it (after the queued
+        posts, which come first). Returns whether it wrote to the store."""
+        journal_engine = self._journal_engine(engine) if self.queue else None
+        if (
+            journal_engine is not None
+            and not self._stopping
             and all(job.entry is not None for job in group)
-        )
-        if journaled:
-            pairs = _journal(engine, group, self._memory)
-            self._backlog.extend(write for _, write in pairs)
+        ):
+            pairs = _journal(engine, journal_engine, group, self._memory)
+            with self._lock:
+                self._backlog.extend(write for _, write in pairs)
+                if self._applier is None:
+                    self._applier = _start(self._apply, "assay-ingest-applier")
+                else:
+                    self._due.notify()
             # Answered once in the backlog: a read that finds none queued (``flush``) must
             # find every answered post written.
             _answer_queued([job for job, _ in pairs])
-            group = []
-        due = len(self._backlog)
-        if journaled and not write_all and due < self.apply_at:
-            return _Step.JOURNALED
-        applied = self._backlog[:due]
-        if not (applied or group):
-            return _Step.JOURNALED if journaled else _Step.NOTHING
-        try:
-            _write_group(engine, [*applied, *group], self._memory)
-        finally:
-            # Written, kept in the journal with their error, or (a fault of the writer)
-            # left there for the next start: not queued here any more.
-            del self._backlog[:due]
-        _keep_failed(engine, applied)
-        return _Step.WROTE
+            return False
+        self.flush().result()
+        _write_group(engine, group, self._memory)
+        return True
+
+    def _journal_engine(self, engine: Engine) -> Engine | None:
+        if self._journal is None:
+            self._journal = journal.open_journal(engine, create=True)
+        return self._journal
+
+    def _apply(self) -> None:
+        """The applier thread: writes the queued posts when ``apply_at`` of them wait, when
+        none came for ``linger`` seconds, on a flush, and when the writer stops."""
+        while True:
+            with self._lock:
+                while not (self._flushes or self._stopping or len(self._backlog) >= self.apply_at):
+                    if not self._due.wait(self.linger if self._backlog else IDLE_SECONDS):
+                        break
+                due = len(self._backlog)
+                applied = self._backlog[:due]
+                flushes, self._flushes = self._flushes, []
+                if not applied:
+                    self._applier = None
+                    for flush in flushes:
+                        flush.set_result(None)
+                    return
+            engine = self._engine()
+            try:
+                if engine is not None and self._journal is not None:
+                    _write_queued(engine, self._journal, applied, self._applier_memory)
+                    if serializes_writers(engine):
+                        self._applier_pace.run(functools.partial(_checkpoint, engine))
+            except Exception:
+                # A fault of the writer itself: the posts stay in the journal, for the
+                # next start to write.
+                logger.exception("the ingest applier failed on %d queued posts", len(applied))
+            finally:
+                with self._lock:
+                    del self._backlog[:due]
+                for flush in flushes:
+                    flush.set_result(None)
+            del engine
 
 
-def _journal(engine: Engine, jobs: Sequence[_Job], memory: Memory) -> list[tuple[_Job, _Job]]:
-    """Check these jobs and journal those that pass, in one transaction (a job that fails
-    gets its error). Returns each journaled job with the job that will write it."""
+def _start(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _journal(
+    engine: Engine, journal_engine: Engine, jobs: Sequence[_Job], memory: Memory
+) -> list[tuple[_Job, _Job]]:
+    """Check these jobs against the store, and journal those that pass in one transaction
+    (a job that fails gets its error). Returns each journaled job with the job that will
+    write it."""
     live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
-
-    def work(connection: Connection) -> list[tuple[_Job, int]]:
-        experiments: dict[str, ExperimentRef | None] = dict(memory.experiments)
-        passed = [job for job in live if _check(connection, job, experiments)]
-        seqs = journal.append(connection, [job.entry for job in passed if job.entry is not None])
-        memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
-        return list(zip(passed, seqs, strict=True))
-
     try:
-        journaled = in_transaction(engine, work)
+        experiments: dict[str, ExperimentRef | None] = dict(memory.experiments)
+        with engine.connect() as connection:
+            passed = [job for job in live if _check(connection, job, experiments)]
+        memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
+        with journal_engine.begin() as connection:
+            seqs = journal.append(connection, [job.entry for job in passed if job.entry])
     except Exception as error:
         for job in live:
             if not job.future.done():
@@ -369,7 +403,7 @@ def _journal(engine: Engine, jobs: Sequence[_Job], memory: Memory) -> list[tuple
                 planned=True,
             ),
         )
-        for job, seq in journaled
+        for job, seq in zip(passed, seqs, strict=True)
     ]
 
 
@@ -383,15 +417,25 @@ def _answer_queued(jobs: Sequence[_Job]) -> None:
         job.future.set_result(Ingested(results=results, unknown=job.outcome.unknown))
 
 
-def _keep_failed(engine: Engine, jobs: Sequence[_Job]) -> None:
-    """Note, on their journal rows, why journaled posts could not be written."""
+def _write_queued(
+    engine: Engine, journal_engine: Engine, jobs: Sequence[_Job], memory: Memory
+) -> None:
+    """Write journaled jobs and delete their journal rows; a job that fails keeps its row,
+    with its error."""
+    _write_group(engine, jobs, memory)
+    # In the store's own journal (PostgreSQL) the rows went with the write; beside it
+    # (SQLite), they go now.
+    if journal_engine is not engine:
+        written = [job.seq for job in jobs if job.seq is not None and not job.future.exception()]
+        with journal_engine.begin() as connection:
+            journal.remove(connection, written)
     for job in jobs:
         error = job.future.exception()
         if error is None or job.seq is None:
             continue
         logger.error("ingest journal: post %d kept, as it could not be written: %s", job.seq, error)
         try:
-            with engine.begin() as connection:
+            with journal_engine.begin() as connection:
                 journal.note_failure(connection, job.seq, error)
         except SQLAlchemyError as failure:
             logger.warning("could not note the failure of journaled post %d: %s", job.seq, failure)

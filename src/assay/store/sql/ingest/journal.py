@@ -5,24 +5,36 @@ others: each one touches a page of every index whose keys are random (span ids),
 few hundred posts share most of those pages. While a server answers each post only once
 its rows are committed, it never holds more posts than it has clients waiting. With a
 queue, the writer stores each checked post here as the client sent it (one row, in one
-short transaction for every post waiting), answers it, and later writes many posts at
-once, deleting their journal rows in the same transaction. So a post is either in the
-journal or written, never both and never neither; a row a killed server leaves behind is
+short transaction for every post waiting), answers it, and another thread later writes
+many posts at once and deletes their journal rows. A row a killed server leaves behind is
 written when the server starts again (``IngestWriter.recover``), and writing a post twice
 stores it once (``assay.store.sql.ingest``: every span and metric has a unique key).
+
+Where the journal is (``open_journal``): on PostgreSQL, the store's own table
+``ingest_journal``, and a post's rows and the deletion of its journal row commit
+together. On SQLite, a database file beside the store's (``assay.db-ingest``): SQLite
+has one writer at a time, and in the store itself every journal entry would wait for the
+write of the hundreds before it. There, the journal row goes after the post's rows are
+committed, so a crash between the two leaves a post written and still in the journal,
+and the next start writes it again, which stores nothing twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from assay.store.sql.bulk import chunks
+from assay.store.sql.engine import in_memory, open_engine
 from assay.store.sql.ingest.model import EventBatch
 from assay.store.sql.tables import ingest_journal
+
+SUFFIX = "-ingest"
+"""What a SQLite store's journal file adds to the store's file name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +106,25 @@ def entries(connection: Connection) -> Iterator[tuple[int, JournalEntry]]:
     ).order_by(ingest_journal.c.seq)
     for row in connection.execute(query):
         yield row.seq, JournalEntry(row.kind, row.key, bytes(row.body))
+
+
+def journal_file(store: Engine) -> Path | None:
+    """The file of a SQLite store's journal; None on PostgreSQL (a table of the store) and
+    for an in-memory store (which has no journal: its writer writes every post at once)."""
+    if store.dialect.name != "sqlite" or in_memory(store.url):
+        return None
+    return Path(f"{store.url.database}{SUFFIX}")
+
+
+def open_journal(store: Engine, *, create: bool) -> Engine | None:
+    """The engine that holds the store's journal: the store's own on PostgreSQL; on SQLite,
+    one on the file beside the store, made if ``create``. None: no journal (an in-memory
+    store, or a SQLite store whose journal file does not exist and ``create`` is False)."""
+    if store.dialect.name != "sqlite":
+        return store
+    path = journal_file(store)
+    if path is None or not (create or path.exists()):
+        return None
+    engine = open_engine(store.url.set(database=str(path)).render_as_string(hide_password=False))
+    ingest_journal.create(engine, checkfirst=True)
+    return engine
