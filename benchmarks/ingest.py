@@ -10,12 +10,16 @@ spans). Each client posts with `http.client` on one kept-alive connection, as dd
 writers do. Directly, the SDK's writer (`ResultWriter` into `SqlBackend.write_rows`,
 batches of up to 2,000 rows) writes the same rows, spans and evaluations in the same run.
 
-Two post sizes are measured: 6 records (what ddtrace sends; the target is judged on it)
-and 1,000 records (a client that batches, as Assay's remote SDK does). Prints the
-evaluation metrics per second of each, their ratio to the direct rate (target: at least
-25%), and the server's CPU time per request, which depends less on what else the machine
-runs than the rates do. Request bodies are encoded before the clock starts, so the
-clients' own JSON work does not count against the server.
+Two servers are measured on the same store, posted to in turn: one that writes each post
+before answering it, and one with ``--ingest-queue`` (answers once the post is in the
+journal, writes posts a few hundred at a time). Two post sizes: 6 records (what ddtrace
+sends; the target is judged on it) and 1,000 records (a client that batches, as Assay's
+remote SDK does). Prints the evaluation metrics per second of each, their ratio to the
+direct rate (target: at least 25%), and the server's CPU time per request, which depends
+less on what else the machine runs than the rates do. Request bodies are encoded before
+the clock starts, so the clients' own JSON work does not count against the server. The
+queued server's result is checked through its API, which waits for the posts it
+answered.
 
     python benchmarks/ingest.py [--records 2000] [--runs 5] [--clients 8]
         [--records-per-post 6 1000] [--repeat 3] [--database-url URL] [--baseline DIR]

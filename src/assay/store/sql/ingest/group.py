@@ -19,11 +19,13 @@ lets it.
 
 **With a queue** (``IngestWriter(queue=True)``, ``assay serve --ingest-queue``), a post
 that came with its ``JournalEntry`` is answered once it is checked and stored in the
-journal (``assay.store.sql.ingest.journal``), and written later with up to ``APPLY_AT``
-others: when that many wait, when no post has come for ``LINGER_SECONDS``, before any
-post without an entry, and when ``flush`` asks. Its answer then counts what it brought
+journal (``assay.store.sql.ingest.journal``). A second thread, the applier, writes the
+journaled posts up to ``APPLY_AT`` at a time: when that many wait, when none has come for
+``LINGER_SECONDS``, when ``flush`` asks, and when the writer stops; meanwhile the writer
+goes on journaling and answering. A post without an entry is written, as without a
+queue, after every queued post. A queued post's answer counts what it brought
 (``IngestResult.queued``), not what was stored. A post that fails when it is written
-stays in the journal with its error, and is tried again by ``recover``.
+stays in the journal with its error, and ``recover`` tries it again.
 """
 
 from __future__ import annotations
