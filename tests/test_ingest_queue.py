@@ -310,3 +310,34 @@ def test_many_clients_through_a_queue_lose_and_duplicate_nothing(
     assert len(events) == runs * per_client * clients
     assert sorted(len(span["eval_metrics"]) for span in events) == [2] * len(events)
     assert journaled(backend) == 0
+
+
+def test_where_the_journal_is(tmp_path: Any) -> None:
+    store = SqlBackend(f"sqlite:///{tmp_path / 'assay.db'}")
+    memory = SqlBackend("sqlite://")
+    try:
+        assert ingest_journal.journal_file(store.engine) == tmp_path / "assay.db-ingest"
+        assert ingest_journal.open_journal(store.engine, create=False) is None
+        beside = ingest_journal.open_journal(store.engine, create=True)
+        assert beside is not None and beside is not store.engine
+        beside.dispose()
+        assert (tmp_path / "assay.db-ingest").exists()
+        # An in-memory store has no journal: a queued writer writes each post at once.
+        assert ingest_journal.open_journal(memory.engine, create=True) is None
+        with TestClient(create_app(backend=memory, ingest_queue=True)) as client:
+            experiment_id, _ = setup_experiment(client)
+            answer = post_metrics(client, experiment_id, [metric("3", "a", 1)])
+            assert answer["data"]["attributes"]["queued"] == 0
+            assert answer["data"]["attributes"]["pending"] == 1
+    finally:
+        store.close()
+        memory.close()
+
+
+def test_postgresql_keeps_the_journal_in_the_store(postgres_url: str) -> None:
+    store = SqlBackend(postgres_url)
+    try:
+        assert ingest_journal.journal_file(store.engine) is None
+        assert ingest_journal.open_journal(store.engine, create=False) is store.engine
+    finally:
+        store.close()
