@@ -20,7 +20,9 @@ record, span and metric exactly once, and the aggregates computed here by hand f
 sent values. Every response must be a success (no 5xx, no 409 from a lost create-or-get
 race), the server may log no error (such as SQLite's "database is locked"), and no request
 may hold two pooled connections at once: sixteen such requests would take the whole pool
-and wait for each other until it timed out.
+and wait for each other until it timed out. All of it runs against a server that writes
+each post before answering it, and against one with an ingest queue (``--ingest-queue``),
+whose reads wait for the posts it answered.
 """
 
 from __future__ import annotations
@@ -498,12 +500,13 @@ def most_connections_per_request(engine: Engine) -> Iterator[list[int]]:
         event.remove(engine, "checkin", checkin)
 
 
+@pytest.mark.parametrize("queue", [False, True], ids=["answered-after-writing", "queued"])
 def test_sixteen_concurrent_writers_lose_and_duplicate_nothing(
-    server_store: SqlBackend, caplog: pytest.LogCaptureFixture
+    server_store: SqlBackend, caplog: pytest.LogCaptureFixture, queue: bool
 ) -> None:
     caplog.set_level(logging.WARNING)
     with (
-        serving(create_app(backend=server_store)) as url,
+        serving(create_app(backend=server_store, ingest_queue=queue)) as url,
         most_connections_per_request(server_store.engine) as most,
     ):
         outcome = run_writers(url)
