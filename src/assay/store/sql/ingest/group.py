@@ -252,8 +252,9 @@ class IngestWriter:
                     journal.note_failure(connection, seq, error)
                 continue
             jobs.append(_Job(decoded.batches, decoded.skip_unknown, seq=seq))
+        memory = Memory()  # its own: a writer thread of this store may run meanwhile
         for start in range(0, len(jobs), self.apply_at):
-            _write_queued(engine, journal_engine, jobs[start : start + self.apply_at], self._memory)
+            _write_queued(engine, journal_engine, jobs[start : start + self.apply_at], memory)
         written = 0
         for job in jobs:
             if job.future.exception() is None:
@@ -317,9 +318,9 @@ class IngestWriter:
             pairs = _journal(engine, journal_engine, group, self._memory)
             with self._lock:
                 self._backlog.extend(write for _, write in pairs)
-                if self._applier is None:
+                if pairs and self._applier is None:
                     self._applier = _start(self._apply, "assay-ingest-applier")
-                else:
+                elif pairs:
                     self._due.notify()
             # Answered once in the backlog: a read that finds none queued (``flush``) must
             # find every answered post written.
@@ -347,9 +348,10 @@ class IngestWriter:
                 flushes, self._flushes = self._flushes, []
                 if not applied:
                     self._applier = None
-                    for flush in flushes:
-                        flush.set_result(None)
-                    return
+            if not applied:
+                for flush in flushes:
+                    flush.set_result(None)
+                return
             engine = self._engine()
             try:
                 if engine is not None and self._journal is not None:
