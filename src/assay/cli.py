@@ -527,8 +527,8 @@ def serve(
         typer.Option(
             "--ingest-queue",
             help="Answer ddtrace's posts once they are in the store's journal, and write "
-            "them hundreds at a time: twice the rate of small posts. Other processes see "
-            "a post a moment after its answer; this server's API at once.",
+            "them hundreds at a time: 1.6-1.9 times the rate of small posts on SQLite. "
+            "Other processes see a post a moment after its answer; this server's API at once.",
         ),
     ] = False,
 ) -> None:
