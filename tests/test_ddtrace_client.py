@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -475,6 +476,10 @@ def test_assay_serve_starts_serves_and_logs_one_line_per_request(tmp_path: Path)
         assert response.headers["content-type"] == "application/vnd.api+json"
         missing = httpx.get(f"http://127.0.0.1:{port}/api/v2/llm-obs/v1/experiments/nope")
         assert missing.status_code == 404
+        # A span post of no experiment: answered, and summed up rather than logged alone.
+        span = {"span_id": "1", "trace_id": "1", "name": "llm", "start_ns": 1, "duration": 1}
+        ignored = httpx.post(f"http://127.0.0.1:{port}/api/v2/llmobs", json=[{"spans": [span]}])
+        assert ignored.status_code == 202, ignored.text
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
@@ -484,6 +489,9 @@ def test_assay_serve_starts_serves_and_logs_one_line_per_request(tmp_path: Path)
     )
     assert any('"POST /api/unstable/llm-obs/v1/projects HTTP/1.1" 200' in line for line in lines)
     assert any('/experiments/nope HTTP/1.1" 404' in line for line in lines)
+    assert not any("/llmobs" in line for line in lines)
+    summary = re.compile(r".* INFO ingest: 1 post in \d+\.\d s \(1 span, 0 metrics\)")
+    assert any(summary.fullmatch(line) for line in lines)
     assert not any(line.startswith("Traceback") for line in lines)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-from assay.server import create_app, lane
+from assay.server import access, create_app, lane
 from assay.server.api.events import accept_events
 from assay.server.api.intake import accept_spans
 from assay.server.dependencies import get_backend, ingest_writer
@@ -124,6 +126,132 @@ def test_the_lanes_errors_are_the_routes(client: TestClient, served: list[str]) 
     assert refused["errors"][0]["source"]["pointer"] == "/0/spans/0/tags"
     assert "run_iteration" in refused["errors"][0]["detail"]
     assert served == ["events", "spans"]
+
+
+def test_the_lanes_answer_is_the_one_the_route_sends(
+    client: TestClient, backend: SqlBackend, served: list[str]
+) -> None:
+    experiment_id, records = setup_experiment(client)
+    path = f"{API}/experiments/{experiment_id}/events"
+    spans = [{"spans": [root_span(experiment_id, records[0], 1, "1")]}]
+    answers = [
+        (client.post(path, json=_events_body(experiment_id, [metric("1", "x", 1.0)])),),
+        (client.post("/api/v2/llmobs", json=spans),),
+    ]
+    app = client.app
+    app.dependency_overrides[get_backend] = lambda: backend  # type: ignore[attr-defined]
+    try:  # the same posts again, answered by the routes
+        answers[0] += (
+            client.post(path, json=_events_body(experiment_id, [metric("1", "x", 1.0)])),
+        )
+        answers[1] += (client.post("/api/v2/llmobs", json=spans),)
+    finally:
+        app.dependency_overrides.clear()  # type: ignore[attr-defined]
+    assert served == ["events", "spans"]
+    for lane_answer, route_answer in answers:
+        assert lane_answer.status_code == route_answer.status_code == 202
+        for header in ("content-type", "content-length"):
+            assert lane_answer.headers[header] == route_answer.headers[header]
+        assert lane_answer.headers["content-type"] == "application/vnd.api+json"
+        assert lane_answer.json().keys() == route_answer.json().keys()
+
+
+def _raw_post(app: Any, path: str, parts: list[bytes], headers: list[Any]) -> list[Any]:
+    """Post ``parts`` as one body's chunks straight to the ASGI app; the messages sent back."""
+    sent: list[Any] = []
+    messages = [
+        {"type": "http.request", "body": part, "more_body": n < len(parts) - 1}
+        for n, part in enumerate(parts)
+    ]
+
+    async def receive() -> Any:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_the_lane_refuses_bodies_over_the_limit(backend: SqlBackend, served: list[str]) -> None:
+    with TestClient(create_app(backend=backend)) as client:
+        experiment_id, records = setup_experiment(client)
+    small = create_app(backend=backend, max_body_bytes=300)
+    spans = [
+        {"spans": [root_span(experiment_id, record, 1, str(n))]} for n, record in enumerate(records)
+    ]
+    body = json.dumps(spans).encode()
+    assert len(body) > 300
+    # Sent in chunks without a length: the lane reads up to the limit, and answers.
+    chunked = _raw_post(small, "/api/v2/llmobs", [body[:200], body[200:]], [])
+    assert chunked[0]["status"] == 413
+    assert "larger than 300 bytes" in json.loads(chunked[1]["body"])["errors"][0]["detail"]
+    # With its length: refused before a byte is read, as every route's body is.
+    length = [(b"content-length", str(len(body)).encode())]
+    declared = _raw_post(small, "/api/v2/llmobs", [body], length)
+    assert declared[0]["status"] == 413
+    assert served == []
+    assert backend.experiment_rows(experiment_id) == []
+
+
+def test_the_access_log_has_a_line_a_request_and_sums_up_ingest_posts(
+    backend: SqlBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(backend=backend, access_log=True)
+    with caplog.at_level(logging.INFO, logger="assay.server.access"), TestClient(app) as client:
+        experiment_id, records = setup_experiment(client)
+        post_metrics(client, experiment_id, [metric("1", "x", 1.0), metric("1", "y", 2.0)])
+        span = root_span(experiment_id, records[0], 1, "1")
+        call(client, "POST", "/api/v2/llmobs", [{"spans": [span]}], 202)
+        post_metrics(client, "nope", [metric("1", "x", 1.0)], expect=404)
+        call(client, "GET", f"{API}/experiments/{experiment_id}")
+    lines = [record.getMessage() for record in caplog.records if record.name.endswith(".access")]
+    assert f'testclient:50000 - "GET {API}/experiments/{experiment_id} HTTP/1.1" 200' in lines
+    assert f'testclient:50000 - "POST {API}/experiments/nope/events HTTP/1.1" 404' in lines
+    assert f'testclient:50000 - "POST {API}/projects HTTP/1.1" 200' in lines
+    # The two posts answered 202 have no line of their own: the summary counts them.
+    assert not any("llmobs" in line or f"{experiment_id}/events" in line for line in lines)
+    assert re.fullmatch(r"ingest: 2 posts in \d+\.\d s \(1 span, 2 metrics\)", lines[-1])
+
+
+def test_the_ingest_summary_comes_once_a_while(caplog: pytest.LogCaptureFixture) -> None:
+    queued = [3]
+
+    async def posts() -> None:
+        log = access.AccessLog(queued=lambda: queued[0], interval=0.05)
+        log.ingested(spans=6, metrics=0)
+        log.ingested(spans=0, metrics=1_200)
+        await asyncio.sleep(0.2)  # the summary, once
+        queued[0] = 0
+        log.ingested(spans=1, metrics=1)
+        log.summarize()  # as at shutdown
+        log.summarize()  # nothing since: no line
+
+    with caplog.at_level(logging.INFO, logger="assay.server.access"):
+        asyncio.run(posts())
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"ingest: 2 posts in 0\.\d s \(6 spans, 1,200 metrics\); 3 queued, not written yet",
+        lines[0],
+    )
+    assert re.fullmatch(r"ingest: 1 post in 0\.0 s \(1 span, 1 metric\)", lines[1])
 
 
 def test_the_lane_checks_api_keys_as_every_route_does(backend: SqlBackend) -> None:

@@ -490,7 +490,8 @@ def records(
 
 
 def _server_log_config() -> dict[str, Any]:
-    # One readable line per event: uvicorn's startup lines, one per request, one per error.
+    # One readable line per event: uvicorn's startup lines, one per request (the app's own
+    # access log, ``assay.server.access``), one per error.
     handler = {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
@@ -504,7 +505,7 @@ def _server_log_config() -> dict[str, Any]:
         "handlers": {"line": handler},
         "loggers": {
             name: {"handlers": ["line"], "level": "INFO", "propagate": False}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "assay")
+            for name in ("uvicorn", "uvicorn.error", "assay")
         },
     }
 
@@ -550,7 +551,13 @@ def serve(
         ) from error
     beyond_loopback = not is_loopback(host)
     required = require_auth or beyond_loopback
-    server = create_app(database_url=database_url, require_auth=required, ingest_queue=ingest_queue)
+    # The app logs each request itself, and sums up ddtrace's posts (``assay.server.access``).
+    server = create_app(
+        database_url=database_url,
+        require_auth=required,
+        ingest_queue=ingest_queue,
+        access_log=True,
+    )
     store: SqlBackend = server.state.backend
     typer.echo(f"assay: serving the store at {store.location} on http://{host}:{port}", err=True)
     if required:
@@ -572,7 +579,7 @@ def serve(
     # times a write, a quarter of the writer's time. What is loaded by now stays.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    uvicorn.run(server, host=host, port=port, log_config=_server_log_config())
+    uvicorn.run(server, host=host, port=port, log_config=_server_log_config(), access_log=False)
 
 
 # API keys ---------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +25,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from assay._version import __version__
 from assay.config import database_url as default_database_url
@@ -38,6 +37,7 @@ from assay.errors import (
     StoreError,
 )
 from assay.server import ui
+from assay.server.access import AccessLog
 from assay.server.api import (
     compare,
     datasets,
@@ -50,6 +50,7 @@ from assay.server.api import (
     unsupported,
 )
 from assay.server.auth import Authenticator, authenticate
+from assay.server.boundary import ErrorBoundary, one_line
 from assay.server.dependencies import ingest_writer
 from assay.server.jsonapi import (
     ERROR_RESPONSES,
@@ -78,6 +79,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     require_auth: bool | None = None,
     ingest_queue: bool = False,
+    access_log: bool = False,
 ) -> FastAPI:
     """The Assay server app over ``backend``, or over a store opened at ``database_url``.
 
@@ -95,11 +97,16 @@ def create_app(
     in the store's journal, and write them hundreds at a time (``assay serve
     --ingest-queue``; see ``assay.store.sql.ingest.group``). Every other request waits
     until the posts answered before it are written.
+
+    ``access_log``: log a line per request on the logger ``assay.server.access``, and sum up
+    ddtrace's posts in a line every few seconds (``assay serve``, which turns uvicorn's
+    own access log off; see ``assay.server.access``).
     """
     owned = backend is None
     store = backend if backend is not None else SqlBackend(database_url or default_database_url())
     writer = ingest_writer(store)
     writer.queue = ingest_queue
+    access = AccessLog(queued=lambda: writer.queued) if access_log else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -111,10 +118,12 @@ def create_app(
             # Answer the ingest requests still queued, and write those queued, before
             # the store goes.
             writer.stop()
+            if access is not None:
+                access.summarize()
             if owned:
                 store.close()
 
-    app = FastAPI(
+    app = AssayApp(
         title="Assay",
         version=__version__,
         summary="LLM experiments: Datadog's LLM Observability Experiments API, self-hosted.",
@@ -154,12 +163,28 @@ def create_app(
         )
     _add_error_handlers(app)
     ui.install(app)  # the web UI's pages (not in the OpenAPI document)
-    # The two posts a running experiment sends many times a second skip FastAPI's routing
-    # and dependencies (``assay.server.lane``); inside the boundary, which still limits
-    # their bodies and answers their unexpected errors.
-    app.add_middleware(IngestLane)
-    app.add_middleware(_ErrorBoundary, max_body_bytes=max_body_bytes)
+    app.add_middleware(ErrorBoundary, max_body_bytes=max_body_bytes)
+    # The two posts a running experiment sends many times a second are served before
+    # FastAPI's middleware stack, routing and dependencies (``assay.server.lane``).
+    app.lane = IngestLane(app, app.serve, max_body_bytes=max_body_bytes, access=access)
     return app
+
+
+class AssayApp(FastAPI):
+    """FastAPI, with the ingest lane at its front door: every HTTP request goes to the
+    lane, which serves ddtrace's two posts itself and hands the others on (``serve``)."""
+
+    lane: IngestLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.lane is not None:
+            await self.lane(scope, receive, send)
+        else:
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app as FastAPI serves it: its middleware stack, routes and dependencies."""
+        await super().__call__(scope, receive, send)
 
 
 # Errors ------------------------------------------------------------------------------------
@@ -217,7 +242,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             status, title = 404, "Not found"
         elif isinstance(error, StoreError):
             status, title = 503, "Store unavailable"
-            logger.error("store error: %s", _one_line(error))
+            logger.error("store error: %s", one_line(error))
         else:
             status, title = 422, "Invalid value"
         return error_response([ApiError(status, title, str(error), pointer="/data/attributes")])
@@ -225,14 +250,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_database(request: Request, error: Exception) -> Response:
         if isinstance(error, OperationalError):
             logger.error(
-                "%s %s: store unavailable: %s", request.method, request.url.path, _one_line(error)
+                "%s %s: store unavailable: %s", request.method, request.url.path, one_line(error)
             )
             detail = "The store is unavailable or busy; retry the request"
             return error_response([ApiError(503, "Store unavailable", detail, pointer="")])
         if isinstance(error, IntegrityError):
             detail = "A concurrent request changed the same data; retry the request"
             return error_response([ApiError(409, "Conflict", detail, pointer="")])
-        detail = f"A value does not fit the store: {_one_line(error)}"
+        detail = f"A value does not fit the store: {one_line(error)}"
         return error_response([ApiError(422, "Invalid value", detail, pointer="/data")])
 
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -247,104 +272,3 @@ _NOT_FOUND_PARAMETERS = (
     (DatasetNotFoundError, "dataset_id"),
     (ExperimentNotFoundError, "experiment_id"),
 )
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _ErrorBoundary:
-    """Refuses bodies over the limit (413) and turns an unexpected exception into a
-    JSON:API 500, logged in one line (the traceback at debug level)."""
-
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = too_large = False
-        received = 0
-        limit = self.max_body_bytes
-
-        async def counting_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    too_large = True
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if too_large:
-                # FastAPI answers a body it could not read with a 400: the answer is our 413.
-                if message["type"] == "http.response.start" and not started:
-                    started = True
-                    await self._answer(scope, receive, send, _too_large(limit))
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > limit:
-            await self._answer(scope, receive, send, _too_large(limit))
-            return
-        nul = _nul_parameter(scope)
-        if nul is not None:
-            detail = f"{nul} contains a NUL (%00) character, which no name or id can hold"
-            response = error_response([ApiError(400, "Invalid parameter", detail, parameter=nul)])
-            await self._answer(scope, receive, send, response)
-            return
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._answer(scope, receive, send, _too_large(limit))
-        except Exception as error:
-            logger.error(
-                "%s %s failed: %s: %s",
-                scope.get("method", ""),
-                scope.get("path", ""),
-                type(error).__name__,
-                _one_line(error),
-            )
-            logger.debug("traceback", exc_info=True)
-            if not started:
-                detail = f"Internal error ({type(error).__name__}); the server log has the details"
-                response = error_response(
-                    [ApiError(500, "Internal server error", detail, pointer="")]
-                )
-                await self._answer(scope, receive, send, response)
-
-    @staticmethod
-    async def _answer(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
-        await response(scope, receive, send)
-
-
-def _nul_parameter(scope: Scope) -> str | None:
-    """The query parameter (or ``"path"``) holding a NUL: PostgreSQL cannot compare it."""
-    if "\x00" in scope.get("path", ""):
-        return "path"
-    query: str = scope.get("query_string", b"").decode("latin-1")
-    if "%00" not in query and "\x00" not in query:
-        return None
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if "\x00" in key or "\x00" in value:
-            return key.replace("\x00", "")
-    return None
-
-
-def _too_large(limit: int) -> Response:
-    detail = f"The body is larger than {limit} bytes; send it in smaller parts"
-    return error_response([ApiError(413, "Body too large", detail, pointer="")])

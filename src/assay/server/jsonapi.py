@@ -56,19 +56,24 @@ def _leaf(value: Any) -> Any:
 _DOCUMENT_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_leaf, allow_nan=False)
 
 
+def render(content: Any) -> bytes:
+    """A document as UTF-8 JSON; NaN and infinities (an empty aggregate) are written as null."""
+    try:
+        text = _DOCUMENT_ENCODER.encode(content)
+    except (TypeError, ValueError):
+        # NaN or infinity, a key that is no string, a value of another type: the copy that
+        # spells each of them.
+        text = encode_json(_plain(content)) or "null"
+    return text.encode("utf-8")
+
+
 class JsonApiResponse(JSONResponse):
-    """A JSON:API document; NaN and infinities (an empty aggregate) are written as null."""
+    """A JSON:API document (``render``)."""
 
     media_type = MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
-        try:
-            text = _DOCUMENT_ENCODER.encode(content)
-        except (TypeError, ValueError):
-            # NaN or infinity, a key that is no string, a value of another type: the
-            # copy that spells each of them.
-            text = encode_json(_plain(content)) or "null"
-        return text.encode("utf-8")
+        return render(content)
 
 
 class ApiError(Exception):

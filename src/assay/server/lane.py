@@ -3,11 +3,15 @@
 ddtrace sends an experiment's results as many small posts, an events post of about 18
 metrics and a span intake post of about 6 spans every few records. For such a post,
 FastAPI's own work (the middleware layers, trying the routes, solving the dependencies,
-decoding the JSON and then validating the decoded objects) cost about as much as storing
-it. This ASGI middleware recognises the two posts by their paths, validates the body
-straight from its bytes (``model_validate_json``), checks the caller as ``authenticate``
-does and hands the post to the same function the route calls (``accept_events``,
-``accept_spans``), so the answer is the route's.
+decoding the JSON and then validating the decoded objects, making the response) cost
+about as much as storing it. So the lane is the app's front door (``AssayApp`` calls it
+before FastAPI's middleware stack): it recognises the two posts by their paths,
+validates the body straight from its bytes (``model_validate_json``), checks the caller
+as ``authenticate`` does, hands the post to the same function the route calls
+(``accept_events``, ``accept_spans``), so the answer is the route's, and sends the
+answer itself. It applies the limits the stack's ``ErrorBoundary`` applies (body size,
+an unexpected error: ``assay.server.boundary``), and logs as the app's access log does
+(``assay.server.access``).
 
 With a queue (``assay serve --ingest-queue``), the lane hands the writer each post as it
 was sent (a ``JournalEntry``), so that the writer may answer it from its journal before
@@ -15,11 +19,12 @@ writing it; ``decode`` reads such an entry again after a restart. Every other re
 waits until the posts answered before it are written (``IngestWriter.flush``), so that
 what the API reads, and what it changes, comes after them.
 
-Whatever the lane does not serve itself goes to the app with the body it read, unchanged:
-a body that does not validate (FastAPI then answers the 400 or 422 that names the field,
-as for every other route), another content type, a store replaced by a dependency
-override (tests), a mounted app (``root_path``). An exception is answered by the app's
-own exception handlers, as FastAPI would have.
+Whatever the lane does not serve itself goes to the app (``IngestLane.forward``) with the
+body it read, unchanged: a body that does not validate (FastAPI then answers the 400 or
+422 that names the field, as for every other route), another content type, a store
+replaced by a dependency override (tests), a mounted app (``root_path``), what the
+boundary refuses before reading. An exception is answered by the app's own exception
+handlers, as FastAPI would have.
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from assay.server.access import AccessLog
 from assay.server.api.events import accept_events, events_batch
 from assay.server.api.intake import accept_spans, span_batches, span_groups
 from assay.server.auth import request_access
+from assay.server.boundary import declared_too_large, internal_error, nul_parameter, too_large
 from assay.server.dependencies import get_backend, ingest_writer
+from assay.server.jsonapi import MEDIA_TYPE, render
 from assay.server.wire import EventsBody, IntakeEvent
 from assay.store.sql.ingest import Decoded, JournalEntry
 
@@ -48,70 +56,107 @@ _EVENTS = re.compile(
 )
 _INTAKE = re.compile(rf"{_PROXY}/api/v2/llmobs")
 _SPAN_EVENTS: TypeAdapter[list[IntakeEvent]] = TypeAdapter(list[IntakeEvent])
+_MEDIA_TYPE = MEDIA_TYPE.encode("latin-1")
 
 Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
 class IngestLane:
-    """ASGI middleware in front of the app's routes (see the module docstring)."""
+    """The app's front door (see the module docstring): ``inner`` is the app as FastAPI
+    serves it, middleware stack and all."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        inner: ASGIApp,
+        *,
+        max_body_bytes: int,
+        access: AccessLog | None = None,
+    ) -> None:
         self.app = app
+        self.inner = inner
+        self.max_body_bytes = max_body_bytes
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        key = self._lane_post(scope)
+        if key is None:
+            await self.forward(scope, receive, send)
             return
-        app: FastAPI = scope["app"]
-        if scope["method"] != "POST" or scope.get("root_path"):
-            await _after_queued(app)
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        events = _EVENTS.fullmatch(path)
-        if (
-            (events is None and _INTAKE.fullmatch(path) is None)
-            or get_backend in app.dependency_overrides
-            or not _is_json(scope)
-        ):
-            await _after_queued(app)
-            await self.app(scope, receive, send)
-            return
-        body = await _body(receive)
+        app = self.app
+        body = await _body(receive, self.max_body_bytes)
         if body is None:
             return  # the client went away
+        if body is _TOO_LARGE:
+            await self._answer(scope, receive, send, too_large(self.max_body_bytes))
+            return
         replay = _replaying(body, receive)
         try:
             parsed: EventsBody | list[IntakeEvent] = (
-                EventsBody.model_validate_json(body)
-                if events is not None
-                else _SPAN_EVENTS.validate_json(body)
+                EventsBody.model_validate_json(body) if key else _SPAN_EVENTS.validate_json(body)
             )
         except ValidationError:
-            await self.app(scope, replay, send)
+            await self.forward(scope, replay, send)
             return
+        scope["app"] = app
         request = Request(scope, replay)
         try:
             store = app.state.backend
             caller = await request_access(request, store)
             writer = ingest_writer(store)
             if isinstance(parsed, EventsBody):
-                assert events is not None
-                experiment_id = events["experiment_id"]
-                entry = JournalEntry("events", experiment_id, body)
-                response: Response = await accept_events(
-                    experiment_id, parsed, store, caller, writer, entry=entry
-                )
+                entry = JournalEntry("events", key, body)
+                answer = await accept_events(key, parsed, store, caller, writer, entry=entry)
             else:
                 entry = JournalEntry("spans", "", body)
-                response = await accept_spans(parsed, store, caller, writer, entry=entry)
+                answer = await accept_spans(parsed, store, caller, writer, entry=entry)
         except Exception as error:
             handler = _handler(app, error)
             if handler is None:
-                raise
-            answer = handler(request, error)
-            response = await answer if inspect.isawaitable(answer) else answer
-        await response(scope, replay, send)
+                response = internal_error(scope, error)
+            else:
+                answered = handler(request, error)
+                response = await answered if inspect.isawaitable(answered) else answered
+            await self._answer(scope, replay, send, response)
+            return
+        await _send_document(send, 202, answer)
+        if self.access is not None:
+            self.access.ingested(**_brought(parsed))
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand a request to the app, once the posts answered before it are written."""
+        await _after_queued(self.app)
+        if self.access is not None:
+            send = self.access.wrap(send, scope)
+        await self.inner(scope, receive, send)
+
+    def _lane_post(self, scope: Scope) -> str | None:
+        """The experiment of an events post the lane serves, ``""`` for a span intake post
+        it serves, None for a request it hands on."""
+        if scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        path: str = scope["path"]
+        events = _EVENTS.fullmatch(path)
+        if events is not None:
+            key: str = events["experiment_id"]
+        elif _INTAKE.fullmatch(path) is not None:
+            key = ""
+        else:
+            return None
+        if (
+            get_backend in self.app.dependency_overrides
+            or not _is_json(scope)
+            # What the boundary refuses, it answers (``assay.server.boundary``).
+            or nul_parameter(scope) is not None
+            or declared_too_large(scope, self.max_body_bytes)
+        ):
+            return None
+        return key
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+        if self.access is not None:
+            self.access.request(scope, response.status_code)
+        await response(scope, receive, send)
 
 
 def decode(entry: JournalEntry) -> Decoded:
@@ -148,16 +193,42 @@ def _is_json(scope: Scope) -> bool:
     return True
 
 
-async def _body(receive: Receive) -> bytes | None:
-    """The whole body, or None if the client disconnected first."""
+_TOO_LARGE = b"<too large>"
+"""What ``_body`` returns for a body over the limit (compared by identity)."""
+
+
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body (``_TOO_LARGE`` once it is over ``limit`` bytes), or None if the
+    client disconnected first."""
     parts = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        parts.append(message.get("body", b""))
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            return _TOO_LARGE
+        parts.append(part)
         if not message.get("more_body", False):
             return b"".join(parts)
+
+
+async def _send_document(send: Send, status: int, content: dict[str, Any]) -> None:
+    """Answer with a JSON:API document, as ``JsonApiResponse`` would, without making one."""
+    body = render(content)
+    headers = [(b"content-type", _MEDIA_TYPE), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _brought(parsed: EventsBody | list[IntakeEvent]) -> dict[str, int]:
+    """The spans and metrics of a post, for the access log's summary."""
+    if isinstance(parsed, EventsBody):
+        attributes = parsed.data.attributes
+        return {"spans": len(attributes.spans or ()), "metrics": len(attributes.metrics or ())}
+    return {"spans": sum(len(event.spans or ()) for event in parsed), "metrics": 0}
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

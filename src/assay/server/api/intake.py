@@ -43,7 +43,7 @@ logger = logging.getLogger("assay.server")
 async def post_spans(
     events: Annotated[list[IntakeEvent], Body()], store: Store, caller: Caller, writer: Writer
 ) -> JsonApiResponse:
-    return await accept_spans(events, store, caller, writer)
+    return JsonApiResponse(await accept_spans(events, store, caller, writer), status_code=202)
 
 
 Placed = tuple[int, int, IncomingSpan]
@@ -75,9 +75,10 @@ async def accept_spans(
     writer: IngestWriter,
     *,
     entry: JournalEntry | None = None,
-) -> JsonApiResponse:
+) -> dict[str, Any]:
     """Store a span intake post; the route's work, which the ingest lane (``lane``) shares.
-    ``entry`` (the post as sent) lets a writer with a queue answer before writing it."""
+    Returns the 202's document. ``entry`` (the post as sent) lets a writer with a queue
+    answer before writing it."""
     # Async and group-committed, as the experiment events post (see there).
     groups, ignored = span_groups(events)
     total = ignored + sum(len(items) for items in groups.values())
@@ -112,7 +113,7 @@ def _ignore(experiment_id: str, count: int) -> None:
     logger.warning("span intake: %d span(s) of unknown experiment %s ignored", count, experiment_id)
 
 
-def _answer(*, total: int, ignored: int, results: dict[str, IngestResult]) -> JsonApiResponse:
+def _answer(*, total: int, ignored: int, results: dict[str, IngestResult]) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "spans": total,
         "stored": sum(result.spans for result in results.values()),
@@ -120,7 +121,7 @@ def _answer(*, total: int, ignored: int, results: dict[str, IngestResult]) -> Js
         "ignored": ignored,
         "queued": sum(result.queued for result in results.values()),
     }
-    return JsonApiResponse({"meta": meta}, status_code=202)
+    return {"meta": meta}
 
 
 @router.post(
