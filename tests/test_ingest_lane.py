@@ -30,6 +30,7 @@ from assay.server.api.intake import accept_spans
 from assay.server.dependencies import get_backend, ingest_writer
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.ingest import group
+from assay.store.sql.ingest.checkpoint import CheckpointPace
 from assay.store.sql.ingest.write import in_transaction
 from test_server_ingest import API, call, metric, post_metrics, root_span, setup_experiment
 
@@ -338,7 +339,7 @@ def test_checkpoints_space_out_when_they_are_slow() -> None:
     """A checkpoint waits twice its predecessor's duration after it; a quick one waits
     for nothing."""
     clock = FakeClock()
-    pace = group.CheckpointPace(clock)
+    pace = CheckpointPace(clock)
     runs: list[float] = []
 
     def checkpoint(taking: float) -> None:
@@ -363,13 +364,13 @@ def test_a_put_off_checkpoint_is_done_when_the_writer_stops(
     """Checkpoints that take 1,000 s (as the clock sees them) put off the next ones; the
     writer still checkpoints before it stops."""
     clock = FakeClock()
-    real = group._checkpoint
+    real = group.checkpoint_wal
 
     def slow_checkpoint(engine: Any) -> None:
         real(engine)
         clock.now += 1000.0
 
-    monkeypatch.setattr(group, "_checkpoint", slow_checkpoint)
+    monkeypatch.setattr(group, "checkpoint_wal", slow_checkpoint)
     backend = SqlBackend(f"sqlite:///{tmp_path / 'store.db'}")
 
     def in_the_file() -> int:
@@ -382,7 +383,7 @@ def test_a_put_off_checkpoint_is_done_when_the_writer_stops(
         with TestClient(create_app(backend=backend)) as client:
             experiment_id, records = setup_experiment(client)
             writer = ingest_writer(backend)
-            writer._pace = group.CheckpointPace(clock)
+            writer._pace = CheckpointPace(clock)
             for n, record in enumerate(records):
                 span = root_span(experiment_id, record, 1, str(30 + n))
                 call(client, "POST", "/api/v2/llmobs", [{"spans": [span]}], 202)

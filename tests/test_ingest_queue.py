@@ -10,6 +10,7 @@ A killed server is tested in ``test_server_kill.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -23,10 +24,12 @@ from sqlalchemy import Engine, func, select
 
 from assay.server import create_app
 from assay.server.dependencies import ingest_writer
+from assay.server.lane import decode
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.ingest import EventBatch, IncomingSpan, IngestWriter, JournalEntry
 from assay.store.sql.ingest import journal as ingest_journal
 from assay.store.sql.tables import ingest_journal as journal_table
+from assay.store.sql.tables import posted_evaluations
 from test_server_ingest import (
     API,
     call,
@@ -310,6 +313,77 @@ def test_many_clients_through_a_queue_lose_and_duplicate_nothing(
     assert len(events) == runs * per_client * clients
     assert sorted(len(span["eval_metrics"]) for span in events) == [2] * len(events)
     assert journaled(backend) == 0
+
+
+def test_posts_of_one_turn_of_the_loop_are_journaled_together(
+    backend: SqlBackend, queued: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the event loop's thread journals the posts that came in one turn of the
+    loop, in one append; on PostgreSQL the writer thread journals them. Either way each
+    post gets its own answer, and a stopped writer journals again at the next post."""
+    experiment_id, _ = setup_experiment(queued)
+    appended: list[int] = []
+    append = ingest_journal.JournalFile.append
+
+    def counting(self: ingest_journal.JournalFile, entries: Any) -> list[int]:
+        appended.append(len(entries))
+        return append(self, entries)
+
+    monkeypatch.setattr(ingest_journal.JournalFile, "append", counting)
+    writer = IngestWriter(backend.engine, queue=True)
+
+    def post(n: int) -> tuple[dict[str, EventBatch], JournalEntry]:
+        tags = [f"experiment_id:{experiment_id}", "run_iteration:1"]
+        metrics = [metric(str(n), "exact", True), metric(str(n), "score", n / 10)]
+        body = {"data": {"type": "experiments", "attributes": {"metrics": metrics, "tags": tags}}}
+        entry = JournalEntry("events", experiment_id, json.dumps(body).encode())
+        return dict(decode(entry).batches), entry
+
+    async def turn(numbers: range) -> list[Any]:
+        posts = [post(n) for n in numbers]
+        return await asyncio.gather(*(writer.accept(b, entry=e) for b, e in posts))
+
+    try:
+        answers = asyncio.run(turn(range(1, 6)))
+        assert [answer.results[experiment_id].queued for answer in answers] == [2] * 5
+        sqlite = backend.engine.dialect.name == "sqlite"
+        assert appended == ([5] if sqlite else [])
+        writer.stop()  # writes them, and closes the journal
+        assert journaled(backend) == 0
+        answers = asyncio.run(turn(range(6, 8)))
+        assert [answer.results[experiment_id].queued for answer in answers] == [2] * 2
+        assert appended == ([5, 2] if sqlite else [])
+    finally:
+        writer.stop()
+    with backend.engine.connect() as connection:  # waiting for their spans, all 14
+        count = select(func.count()).where(posted_evaluations.c.experiment_id == experiment_id)
+        assert connection.execute(count).scalar() == 14
+    assert journaled(backend) == 0
+
+
+def test_the_journal_numbers_its_rows_as_sqlite_does(tmp_path: Any) -> None:
+    """A SQLite journal's append is one insert a few hundred rows, whose numbers come from
+    the last row's: they must be the numbers the rows got, after deletions too."""
+    store = SqlBackend(f"sqlite:///{tmp_path / 'assay.db'}")
+    engine = journal_of(store)
+    path = ingest_journal.journal_file(store.engine)
+    assert path is not None
+    file = ingest_journal.JournalFile(path)
+    try:
+        entries = [JournalEntry("spans", "", b"%d" % n) for n in range(700)]
+        seqs = file.append(entries[:10])
+        with engine.begin() as connection:  # written: a gap, and the last one gone
+            ingest_journal.remove(connection, [seqs[2], seqs[3], seqs[-1]])
+        seqs = file.append(entries[10:]) + seqs[:2] + seqs[4:-1]  # 690 rows: three inserts
+        with engine.connect() as connection:
+            stored = dict(ingest_journal.entries(connection))
+        assert sorted(stored) == sorted(seqs)
+        kept = entries[10:] + entries[:2] + entries[4:9]
+        assert [stored[seq] for seq in seqs] == kept
+    finally:
+        file.close()
+        engine.dispose()
+        store.close()
 
 
 def test_where_the_journal_is(tmp_path: Any) -> None:

@@ -8,7 +8,6 @@ their ``eval_metrics`` and the ``summary_metrics``, as ``LLMObs.pull_experiment`
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Annotated, Any
 
@@ -91,7 +90,7 @@ async def accept_events(
         )
     batch = events_batch(body)
     try:
-        ingested = await asyncio.wrap_future(writer.submit({experiment_id: batch}, entry=entry))
+        ingested = await writer.accept({experiment_id: batch}, entry=entry)
     except ExperimentNotFoundError as error:
         raise not_found(str(error), parameter="experiment_id") from error
     except IngestError as error:

@@ -10,7 +10,6 @@ traces.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from typing import Annotated, Any
@@ -95,7 +94,7 @@ async def accept_spans(
     if not batches:
         return _answer(total=total, ignored=ignored, results={})
     try:
-        ingested = await asyncio.wrap_future(writer.submit(batches, skip_unknown=True, entry=entry))
+        ingested = await writer.accept(batches, skip_unknown=True, entry=entry)
     except IngestError as error:
         items = groups[error.experiment_id or ""]
         if error.index is None or error.experiment_id is None:

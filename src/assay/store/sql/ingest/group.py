@@ -14,26 +14,28 @@ hold as they are; they also hold between several server processes.
 If the shared transaction fails (a value one store refuses, a race lost five times), each
 job is written again on its own, so that the error reaches only the request that caused
 it. On SQLite the writer copies the groups' pages from the write-ahead log into the
-database after answering their requests (``_checkpoint``), as often as ``CheckpointPace``
+database after answering their requests (``checkpoint_wal``), as often as ``CheckpointPace``
 lets it.
 
 **With a queue** (``IngestWriter(queue=True)``, ``assay serve --ingest-queue``), a post
 that came with its ``JournalEntry`` is answered once it is checked and stored in the
-journal (``assay.store.sql.ingest.journal``). A second thread, the applier, writes the
-journaled posts up to ``APPLY_AT`` at a time: when that many wait, when none has come for
-``LINGER_SECONDS``, when ``flush`` asks, and when the writer stops; meanwhile the writer
-goes on journaling and answering. A post without an entry is written, as without a
-queue, after every queued post. A queued post's answer counts what it brought
-(``IngestResult.queued``), not what was stored. A post that fails when it is written
-stays in the journal with its error, and ``recover`` tries it again.
+journal (``assay.store.sql.ingest.journal``): on SQLite by the event loop's own thread,
+the posts of one turn of the loop together (``accept``), elsewhere by the writer thread.
+A second thread, the applier, writes the journaled posts up to ``APPLY_AT`` at a time:
+when that many wait, when none has come for ``LINGER_SECONDS``, when ``flush`` asks, and
+when the writer stops; meanwhile posts go on being journaled and answered. A post
+without an entry is written, as without a queue, after every queued post. A queued
+post's answer counts what it brought (``IngestResult.queued``), not what was stored. A
+post that fails when it is written stays in the journal with its error, and ``recover``
+tries it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
-import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assay.errors import ExperimentNotFoundError
 from assay.store.sql.ingest import journal
+from assay.store.sql.ingest.checkpoint import CheckpointPace, checkpoint_wal
 from assay.store.sql.ingest.followup import adopt_pending, pending_span_ids, roll_up
 from assay.store.sql.ingest.journal import Decoder, JournalEntry
 from assay.store.sql.ingest.model import EventBatch, IngestError, IngestResult
@@ -71,9 +74,6 @@ APPLY_AT = 256
 most index pages at a few hundred a transaction, and a read waits for one such write."""
 LINGER_SECONDS = 0.02
 """With posts queued and none coming for this long, the writer writes them."""
-CHECKPOINT_SPACING = 2.0
-"""A checkpoint waits until twice the last one's duration has passed since it ended: at
-most a third of the writer's time goes to checkpoints (see ``CheckpointPace``)."""
 
 
 @dataclass(slots=True)
@@ -160,6 +160,16 @@ class IngestWriter:
         self._pace = CheckpointPace()
         self._applier_pace = CheckpointPace()
         self._journal: Engine | None = None
+        self._file: journal.JournalFile | None = None
+        """The journal file the event loop's thread appends to (SQLite; see ``accept``)."""
+        self._opening = threading.Lock()
+        """Opens the journal once, whichever thread asks first."""
+        self._turning = threading.Lock()
+        """One loop's turn at a time is journaled (a process may run several loops)."""
+        self._turns: dict[asyncio.AbstractEventLoop, list[tuple[_Job, asyncio.Future[Ingested]]]]
+        self._turns = {}
+        """Posts waiting for their event loop's turn to be journaled, by loop."""
+        self._turn_memory = Memory()
 
     @property
     def queued(self) -> int:
@@ -180,6 +190,10 @@ class IngestWriter:
         ``ExperimentNotFoundError`` (unless ``skip_unknown``), or a database error.
         """
         job = _Job(batches, skip_unknown, entry=entry)
+        self._enqueue(job)
+        return job.future
+
+    def _enqueue(self, job: _Job) -> None:
         with self._lock:
             self._jobs.append(job)
             if self._thread is None:
@@ -188,7 +202,6 @@ class IngestWriter:
                 self._thread = _start(self._run, "assay-ingest-writer")
             else:
                 self._condition.notify()
-        return job.future
 
     def flush(self) -> Future[None]:
         """A future done once every post answered so far is written: what a read must
@@ -218,7 +231,11 @@ class IngestWriter:
             applier.join()
         with self._lock:
             self._stopping = False
+        with self._turning, self._opening:
             journal_engine, self._journal = self._journal, None
+            journal_file, self._file = self._file, None
+        if journal_file is not None:
+            journal_file.close()
         engine = self._engine()
         if journal_engine is not None and journal_engine is not engine:
             journal_engine.dispose()
@@ -289,7 +306,7 @@ class IngestWriter:
             if not group:
                 # A checkpoint the pace put off is done once it is due, or at once when
                 # the writer stops, if no request came meanwhile.
-                self._pace.run(functools.partial(_checkpoint, engine), due=True)
+                self._pace.run(functools.partial(checkpoint_wal, engine), due=True)
                 behind = False
                 continue
             try:
@@ -303,7 +320,7 @@ class IngestWriter:
                         job.future.set_exception(error)
                 wrote = True
             if wrote and serializes_writers(engine):
-                behind = not self._pace.run(functools.partial(_checkpoint, engine))
+                behind = not self._pace.run(functools.partial(checkpoint_wal, engine))
             del engine
 
     def _step(self, engine: Engine, group: list[_Job]) -> bool:
@@ -315,25 +332,96 @@ class IngestWriter:
             and not self._stopping
             and all(job.entry is not None for job in group)
         ):
-            pairs = _journal(engine, journal_engine, group, self._memory)
-            with self._lock:
-                self._backlog.extend(write for _, write in pairs)
-                if pairs and self._applier is None:
-                    self._applier = _start(self._apply, "assay-ingest-applier")
-                elif pairs:
-                    self._due.notify()
-            # Answered once in the backlog: a read that finds none queued (``flush``) must
-            # find every answered post written.
-            _answer_queued([job for job, _ in pairs])
+            append = functools.partial(_append_in, journal_engine)
+            self._hand_over(_journal(engine, append, group, self._memory))
             return False
         self.flush().result()
         _write_group(engine, group, self._memory)
         return True
 
+    def _hand_over(self, pairs: Sequence[tuple[_Job, _Job]]) -> None:
+        """Give journaled posts to the applier, then answer them."""
+        with self._lock:
+            self._backlog.extend(write for _, write in pairs)
+            if pairs and self._applier is None:
+                self._applier = _start(self._apply, "assay-ingest-applier")
+            elif pairs:
+                self._due.notify()
+        # Answered once in the backlog: a read that finds none queued (``flush``) must find
+        # every answered post written.
+        _answer_queued([job for job, _ in pairs])
+
     def _journal_engine(self, engine: Engine) -> Engine | None:
-        if self._journal is None:
-            self._journal = journal.open_journal(engine, create=True)
-        return self._journal
+        with self._opening:
+            if self._journal is None:
+                self._journal = journal.open_journal(engine, create=True)
+            return self._journal
+
+    def _journal_file(self) -> journal.JournalFile | None:
+        """The journal file the event loop may append to: with a queue, on a SQLite store
+        (elsewhere, None: the writer thread journals, or there is no journal)."""
+        if not self.queue or self._stopping:
+            return None
+        if self._file is not None:
+            return self._file
+        engine = self._engine()
+        if engine is None:
+            return None
+        path = journal.journal_file(engine)
+        if path is None or self._journal_engine(engine) is None:  # the table is made
+            return None
+        with self._opening:
+            if self._file is None:
+                self._file = journal.JournalFile(path)
+            return self._file
+
+    async def accept(
+        self,
+        batches: Mapping[str, EventBatch],
+        *,
+        skip_unknown: bool = False,
+        entry: JournalEntry | None = None,
+    ) -> Ingested:
+        """``submit``, awaited in an event loop: what the server's requests call.
+
+        With a queue on a SQLite store, a post that comes with its entry is journaled in
+        the loop's own thread, with every post that came in the same turn of the loop, in
+        one statement (``journal.JournalFile``). Handed to the writer thread, a group took
+        4.7 ms, mostly waiting to get Python's lock back after each call into SQLite
+        while the loop held it; in the loop, 1.6 ms. A look-up the check needs (an
+        experiment not seen yet, the record order of a dataset version) then runs in the
+        loop too, once.
+        """
+        job = _Job(batches, skip_unknown, entry=entry)
+        if entry is None or self._journal_file() is None:
+            self._enqueue(job)
+            return await asyncio.wrap_future(job.future)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Ingested] = loop.create_future()
+        with self._lock:
+            turn = self._turns.setdefault(loop, [])
+            turn.append((job, waiter))
+            first = len(turn) == 1
+        if first:
+            # After the callbacks ready now: the other requests that came with this one.
+            loop.call_soon(self._journal_turn, loop)
+        return await waiter
+
+    def _journal_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Journal the posts of this loop's turn (see ``accept``), and answer them."""
+        with self._lock:
+            turn = self._turns.pop(loop, [])
+        jobs = [job for job, _ in turn]
+        with self._turning:
+            engine = self._engine()
+            file = self._journal_file()
+            if engine is None or file is None:  # stopped meanwhile: the writer thread writes
+                for job in jobs:
+                    self._enqueue(job)
+            else:
+                self._hand_over(_journal(engine, file.append, jobs, self._turn_memory))
+        for job, waiter in turn:
+            _settle(waiter, job.future)
 
     def _apply(self) -> None:
         """The applier thread: writes the queued posts when ``apply_at`` of them wait, when
@@ -357,7 +445,7 @@ class IngestWriter:
                 if engine is not None and self._journal is not None:
                     _write_queued(engine, self._journal, applied, self._applier_memory)
                     if serializes_writers(engine):
-                        self._applier_pace.run(functools.partial(_checkpoint, engine))
+                        self._applier_pace.run(functools.partial(checkpoint_wal, engine))
             except Exception:
                 # A fault of the writer itself: the posts stay in the journal, for the
                 # next start to write.
@@ -377,19 +465,21 @@ def _start(target: Callable[[], None], name: str) -> threading.Thread:
 
 
 def _journal(
-    engine: Engine, journal_engine: Engine, jobs: Sequence[_Job], memory: Memory
+    engine: Engine,
+    append: Callable[[Sequence[JournalEntry]], list[int]],
+    jobs: Sequence[_Job],
+    memory: Memory,
 ) -> list[tuple[_Job, _Job]]:
-    """Check these jobs against the store, and journal those that pass in one transaction
-    (a job that fails gets its error). Returns each journaled job with the job that will
-    write it."""
+    """Check these jobs against the store, and journal those that pass with ``append``, in
+    one transaction (a job that fails gets its error). Returns each journaled job with
+    the job that will write it."""
     live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
     try:
         experiments: dict[str, ExperimentRef | None] = dict(memory.experiments)
         with engine.connect() as connection:
             passed = [job for job in live if _check(connection, job, experiments)]
         memory.experiments = {key: ref for key, ref in experiments.items() if ref is not None}
-        with journal_engine.begin() as connection:
-            seqs = journal.append(connection, [job.entry for job in passed if job.entry])
+        seqs = append([job.entry for job in passed if job.entry])
     except Exception as error:
         for job in live:
             if not job.future.done():
@@ -409,6 +499,30 @@ def _journal(
         )
         for job, seq in zip(passed, seqs, strict=True)
     ]
+
+
+def _append_in(journal_engine: Engine, entries: Sequence[JournalEntry]) -> list[int]:
+    with journal_engine.begin() as connection:
+        return journal.append(connection, entries)
+
+
+def _settle(waiter: asyncio.Future[Ingested], future: Future[Ingested]) -> None:
+    """Give ``waiter`` the outcome of ``future``, in the waiter's loop, once there is one."""
+
+    def copy(done: Future[Ingested]) -> None:
+        if waiter.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    if future.done():
+        copy(future)
+    else:
+        loop = waiter.get_loop()
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
 
 
 def _answer_queued(jobs: Sequence[_Job]) -> None:
@@ -483,57 +597,6 @@ def _write_group(engine: Engine, jobs: Sequence[_Job], memory: Memory | None = N
         return
     for job in written:
         job.future.set_result(job.outcome)
-
-
-class CheckpointPace:
-    """Whether the writer checkpoints after a group: unless the last checkpoint ended less
-    than ``CHECKPOINT_SPACING`` times its own duration ago.
-
-    A checkpoint ends with two fsyncs. Where an fsync is cheap (0.14 ms on the disk of
-    the measurements in docs/server.md), this lets the writer checkpoint after nearly
-    every group, which keeps the log short. Where an fsync is slow, checkpoints space out
-    by themselves instead of taking most of the writer's time: with fsyncs delayed to
-    10 ms, a checkpoint after every group halved the rate of small posts, and this pace
-    took it back to 1.55 times that (SQLite's own checkpoints, every 1,000 pages inside
-    a commit: 1.72 times). Between two checkpoints, SQLite's own still bounds the log.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
-        self._clock = clock
-        self._ended = -float("inf")
-        self._took = 0.0
-
-    def due_in(self) -> float:
-        """Seconds until the next checkpoint is due (0 if it is)."""
-        return max(0.0, self._ended + CHECKPOINT_SPACING * self._took - self._clock())
-
-    def run(self, checkpoint: Callable[[], None], *, due: bool = False) -> bool:
-        """Run ``checkpoint`` if it is due (or ``due``); returns whether it ran."""
-        started = self._clock()
-        if not due and started - self._ended < CHECKPOINT_SPACING * self._took:
-            return False
-        checkpoint()
-        self._ended = self._clock()
-        self._took = self._ended - started
-        return True
-
-
-def _checkpoint(engine: Engine) -> None:
-    """Copy the groups' pages from SQLite's write-ahead log into the database, now that
-    their requests are answered.
-
-    Left to SQLite, the commit that takes the log past 1,000 pages does it, while its
-    requests wait: one group in eight or so then took 8 ms instead of 0.5. Done here, in
-    the writer's pause between groups (SQLite does not hold the GIL meanwhile), it costs
-    no request its answer, and the requests that arrive in the meantime make the next
-    group larger. A passive checkpoint waits for no reader or writer (another process's
-    included); what it cannot copy yet, a later one will, or SQLite's own."""
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-    except SQLAlchemyError as error:
-        # Housekeeping: the writer thread must live on to answer the next requests.
-        logger.warning("could not checkpoint the store's write-ahead log: %s", error)
 
 
 def _write_alone(engine: Engine, job: _Job, memory: Memory) -> None:

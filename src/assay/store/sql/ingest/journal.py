@@ -4,9 +4,9 @@ A small post costs the database far more written alone than written with hundred
 others: each one touches a page of every index whose keys are random (span ids), and a
 few hundred posts share most of those pages. While a server answers each post only once
 its rows are committed, it never holds more posts than it has clients waiting. With a
-queue, the writer stores each checked post here as the client sent it (one row, in one
-short transaction for every post waiting), answers it, and another thread later writes
-many posts at once and deletes their journal rows. A row a killed server leaves behind is
+queue, each checked post is stored here as the client sent it (one row, in one
+statement or transaction for every post waiting), and answered; another thread later
+writes many posts at once and deletes their journal rows. A row a killed server leaves behind is
 written when the server starts again (``IngestWriter.recover``), and writing a post twice
 stores it once (``assay.store.sql.ingest``: every span and metric has a unique key).
 
@@ -21,10 +21,12 @@ and the next start writes it again, which stores nothing twice.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
@@ -62,7 +64,8 @@ class Decoder(Protocol):
     def __call__(self, entry: JournalEntry) -> Decoded: ...
 
 
-_INSERT = "INSERT INTO ingest_journal (kind, key, body) VALUES (?, ?, ?)"
+_ROWS_A_STATEMENT = 300
+"""Three values a row: within the 999 variables of a statement older SQLite allows."""
 
 
 def append(connection: Connection, entries: Sequence[JournalEntry]) -> list[int]:
@@ -70,19 +73,30 @@ def append(connection: Connection, entries: Sequence[JournalEntry]) -> list[int]
     if not entries:
         return []
     if connection.dialect.name == "sqlite":
-        # One plain insert each, numbered by the driver: the generic form (a multi-row
-        # insert returning the numbers) cost more than writing the posts.
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        seqs = []
-        for entry in entries:
-            cursor.execute(_INSERT, (entry.kind, entry.key, entry.body))
-            seqs.append(cursor.lastrowid)
-        return seqs
+        return _insert(connection.connection.driver_connection, entries)
     rows = connection.execute(
         insert(ingest_journal).returning(ingest_journal.c.seq, sort_by_parameter_order=True),
         [{"kind": entry.kind, "key": entry.key, "body": entry.body} for entry in entries],
     )
     return [row.seq for row in rows]
+
+
+def _insert(driver_connection: Any, entries: Sequence[JournalEntry]) -> list[int]:
+    """SQLite: one multi-row insert, numbered from the driver's last row id.
+
+    A statement, not one a row nor one returning its numbers: each call into SQLite lets
+    the process's other threads take Python's lock, and getting it back may wait for up
+    to 5 ms. SQLite numbers the rows of one insert consecutively: each new row gets the
+    largest number plus one, and the statement holds the write lock throughout."""
+    cursor = driver_connection.cursor()
+    seqs: list[int] = []
+    for chunk in chunks(entries, _ROWS_A_STATEMENT):
+        values = ", ".join(["(?, ?, ?)"] * len(chunk))
+        parameters = [value for entry in chunk for value in (entry.kind, entry.key, entry.body)]
+        cursor.execute(f"INSERT INTO ingest_journal (kind, key, body) VALUES {values}", parameters)
+        last: int = cursor.lastrowid
+        seqs.extend(range(last - len(chunk) + 1, last + 1))
+    return seqs
 
 
 def remove(connection: Connection, seqs: Sequence[int]) -> None:
@@ -128,3 +142,31 @@ def open_journal(store: Engine, *, create: bool) -> Engine | None:
     engine = open_engine(store.url.set(database=str(path)).render_as_string(hide_password=False))
     ingest_journal.create(engine, checkfirst=True)
     return engine
+
+
+class JournalFile:
+    """A SQLite journal file, appended to by the thread that answers requests (the event
+    loop's: ``IngestWriter.accept``), on a connection of its own.
+
+    Each append is one statement that commits by itself: no ``BEGIN`` or ``COMMIT`` of its
+    own, each of which would be another call into SQLite (see ``_insert``). It never
+    checkpoints the file's write-ahead log, which would stop the event loop for its
+    fsyncs: the applier's deletions, on the journal engine's connections, do.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in ("synchronous=NORMAL", "busy_timeout=30000", "wal_autocheckpoint=0"):
+            self._connection.execute(f"PRAGMA {pragma}")
+        self._lock = threading.Lock()
+
+    def append(self, entries: Sequence[JournalEntry]) -> list[int]:
+        """Store these entries; returns their sequence numbers, in order."""
+        if not entries:
+            return []
+        with self._lock:
+            return _insert(self._connection, entries)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
