@@ -28,6 +28,7 @@ from assay.cli import app as cli_app
 from assay.errors import ApiKeyError, ApiKeyNotFoundError
 from assay.server import auth, create_app
 from assay.server.auth import is_loopback
+from assay.server.dependencies import ingest_writer
 from assay.store.records import ExperimentFilter
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.tables import api_keys, projects
@@ -210,6 +211,11 @@ def test_serve_requires_keys_beyond_loopback_and_says_so(
     for app in served:
         app.state.backend.close()  # the app's lifespan, which would close it, never ran
     assert [app.state.authenticator.required for app in served] == [True, True, False]
+    # The ingest queue is on unless turned off.
+    assert all(ingest_writer(app.state.backend).queue for app in served)
+    invoke("serve", "--no-ingest-queue", "--database-url", url)
+    assert not ingest_writer(served[-1].state.backend).queue
+    served[-1].state.backend.close()
 
 
 # Required keys, in-process ---------------------------------------------------------------

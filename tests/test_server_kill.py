@@ -67,7 +67,7 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [sys.executable, "-m", "assay", "serve", "--port", str(port)]
-    command += ["--database-url", store_url, *(["--ingest-queue"] if queue else [])]
+    command += ["--database-url", store_url, "--ingest-queue" if queue else "--no-ingest-queue"]
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,

@@ -94,9 +94,10 @@ def create_app(
     See ``assay.server.auth``.
 
     ``ingest_queue``: answer ddtrace's posts (experiment events, span intake) once they are
-    in the store's journal, and write them hundreds at a time (``assay serve
-    --ingest-queue``; see ``assay.store.sql.ingest.group``). Every other request waits
-    until the posts answered before it are written.
+    in the store's journal, and write them hundreds at a time (what ``assay serve`` does
+    unless ``--no-ingest-queue``; see ``assay.store.sql.ingest.group``). Every other
+    request waits until the posts answered before it are written. Off here, so that a
+    test posting in-process finds the rows in the store at once.
 
     ``access_log``: log a line per request on the logger ``assay.server.access``, and sum up
     ddtrace's posts in a line every few seconds (``assay serve``, which turns uvicorn's
