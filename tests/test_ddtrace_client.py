@@ -30,6 +30,7 @@ from assay.aggregation import summarize_summary_evaluations
 from assay.experiment import pulled_experiment
 from assay.pricing import estimate_cost
 from assay.server import create_app
+from assay.server.dependencies import ingest_writer
 from assay.store.records import TraceRollup
 from assay.store.sql.backend import SqlBackend
 from assay.store.sql.tables import posted_evaluations
@@ -205,9 +206,12 @@ class Running:
 
 
 @pytest.fixture
-def server(store_url: str) -> Iterator[Running]:
+def server(store_url: str, request: pytest.FixtureRequest) -> Iterator[Running]:
+    """A server on ``store_url``; with the ingest queue when the test asks for it
+    (``indirect`` parametrization), as ``assay serve`` runs by default."""
     backend = SqlBackend(store_url)
-    recorder = Recorder(create_app(backend=backend))
+    queue = bool(getattr(request, "param", False))
+    recorder = Recorder(create_app(backend=backend, ingest_queue=queue))
     try:
         with serving(recorder) as url:
             yield Running(url, backend, recorder)
@@ -264,6 +268,7 @@ def without_record_ids(summaries: list[Any]) -> list[Any]:
     return [{k: v for k, v in item.items() if k != "record_id"} for item in summaries]
 
 
+@pytest.mark.parametrize("server", [False, True], ids=["no-queue", "queued"], indirect=True)
 def test_ddtrace_runs_the_seed_example_against_the_server(
     server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,6 +279,8 @@ def test_ddtrace_runs_the_seed_example_against_the_server(
     assert "View experiment:" in output
 
     backend = server.backend
+    # Read straight from the store, which sees a queued post once it is written.
+    ingest_writer(backend).flush().result(timeout=60)
     # The dataset, in the project the script names.
     project = backend.find_project("capitals-project")
     assert project is not None

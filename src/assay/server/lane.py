@@ -13,7 +13,7 @@ answer itself. It applies the limits the stack's ``ErrorBoundary`` applies (body
 an unexpected error: ``assay.server.boundary``), and logs as the app's access log does
 (``assay.server.access``).
 
-With a queue (``assay serve --ingest-queue``), the lane hands the writer each post as it
+With a queue (what ``assay serve`` runs by default), the lane hands the writer each post as it
 was sent (a ``JournalEntry``), so that the writer may answer it from its journal before
 writing it; ``decode`` reads such an entry again after a restart. Every other request
 waits until the posts answered before it are written (``IngestWriter.flush``), so that

@@ -585,7 +585,7 @@ baselines = Table(
     Column("set_at", DateTime(timezone=True), nullable=False),
 )
 
-# The ddtrace posts a server with a queue (``assay serve --ingest-queue``) has answered but
+# The ddtrace posts a server with a queue (``assay serve``, by default) has answered but
 # not written yet, as the client sent them: the ingest writer stores each one here before
 # answering, then writes many of them at once and deletes them in that same transaction.
 # What a stopped or killed server leaves here is written when it starts again.

@@ -17,7 +17,7 @@ it. On SQLite the writer copies the groups' pages from the write-ahead log into 
 database after answering their requests (``checkpoint_wal``), as often as ``CheckpointPace``
 lets it.
 
-**With a queue** (``IngestWriter(queue=True)``, ``assay serve --ingest-queue``), a post
+**With a queue** (``IngestWriter(queue=True)``; ``assay serve`` by default), a post
 that came with its ``JournalEntry`` is answered once it is checked and stored in the
 journal (``assay.store.sql.ingest.journal``): on SQLite by the event loop's own thread,
 the posts of one turn of the loop together (``accept``), elsewhere by the writer thread.
