@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -359,6 +360,37 @@ def test_posts_of_one_turn_of_the_loop_are_journaled_together(
         count = select(func.count()).where(posted_evaluations.c.experiment_id == experiment_id)
         assert connection.execute(count).scalar() == 14
     assert journaled(backend) == 0
+
+
+def test_a_journal_that_cannot_be_written_answers_503_and_keeps_nothing(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's append fails (a full disk, say): the posts of that turn get the
+    503 that asks ddtrace to retry, as a store error does, and nothing of them is kept."""
+    store = SqlBackend(f"sqlite:///{tmp_path / 'assay.db'}")
+
+    def failing(connection: Any, entries: Any) -> list[int]:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    try:
+        with TestClient(create_app(backend=store, ingest_queue=True)) as client:
+            experiment_id, records = setup_experiment(client)
+            monkeypatch.setattr(ingest_journal, "_insert", failing)
+            refused = post_metrics(client, experiment_id, [metric("1", "x", 1.0)], expect=503)
+            assert "retry" in refused["errors"][0]["detail"]
+            post_spans(client, root_span(experiment_id, records[0], 1, "1"), expect=503)
+            monkeypatch.undo()  # the disk has room again: the retries are stored
+            post_metrics(client, experiment_id, [metric("1", "x", 1.0)])
+            post_spans(client, root_span(experiment_id, records[0], 1, "1"))
+            events = call(
+                client,
+                "GET",
+                f"{API}/experiments/{experiment_id}/events?include[eval_metrics]=true",
+            )["data"]["attributes"]["spans"]
+        assert [len(span["eval_metrics"]) for span in events] == [1]
+        assert journaled(store) == 0
+    finally:
+        store.close()
 
 
 def test_the_journal_numbers_its_rows_as_sqlite_does(tmp_path: Any) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from assay.store.sql.bulk import chunks
 from assay.store.sql.engine import in_memory, open_engine
@@ -161,11 +162,17 @@ class JournalFile:
         self._lock = threading.Lock()
 
     def append(self, entries: Sequence[JournalEntry]) -> list[int]:
-        """Store these entries; returns their sequence numbers, in order."""
+        """Store these entries; returns their sequence numbers, in order. A database error
+        is SQLAlchemy's, as from the engine (the server answers it 503, retry)."""
         if not entries:
             return []
         with self._lock:
-            return _insert(self._connection, entries)
+            try:
+                return _insert(self._connection, entries)
+            except sqlite3.Error as error:
+                raise DBAPIError.instance(
+                    "INSERT INTO ingest_journal", None, error, sqlite3.Error
+                ) from error
 
     def close(self) -> None:
         with self._lock:
