@@ -392,10 +392,10 @@ class IngestWriter:
         experiment not seen yet, the record order of a dataset version) then runs in the
         loop too, once.
         """
-        job = _Job(batches, skip_unknown, entry=entry)
         if entry is None or self._journal_file() is None:
-            self._enqueue(job)
-            return await asyncio.wrap_future(job.future)
+            submitted = self.submit(batches, skip_unknown=skip_unknown, entry=entry)
+            return await asyncio.wrap_future(submitted)
+        job = _Job(batches, skip_unknown, entry=entry)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Ingested] = loop.create_future()
         with self._lock:
